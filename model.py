@@ -1,0 +1,543 @@
+"""A hand-written LLaMA: Hugging Face checkpoint loading and saving, a sentencepiece tokenizer,
+and batched generation with an explicit KV cache.
+
+Shapes: B batch, T new tokens, S cached slots, H query heads, K key/value heads, D head dim.
+"""
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import sentencepiece as spm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch.utils.checkpoint import checkpoint
+
+
+class Tokenizer:
+    """A sentencepiece `tokenizer.model`, as LLaMA-2 ships it."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.sp = spm.SentencePieceProcessor(model_file=self.path)
+        self.bos_id = self.sp.bos_id()
+        self.eos_id = self.sp.eos_id()
+        self.vocab_size = self.sp.vocab_size()
+
+    def encode(self, text, bos=False, eos=False):
+        ids = self.sp.encode(text)
+        return [self.bos_id] * bos + ids + [self.eos_id] * eos
+
+    def decode(self, ids):
+        return self.sp.decode(list(ids))
+
+
+def train_tokenizer(texts, path, vocab_size):
+    """Train a LLaMA-style BPE sentencepiece model on `texts` and write it to `path`."""
+    import io
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
+        model_type="bpe", byte_fallback=True, split_digits=True, character_coverage=1.0,
+        bos_id=1, eos_id=2, unk_id=0, pad_id=-1, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
+        hard_vocab_limit=False, minloglevel=2)
+    with open(path, "wb") as f:
+        f.write(model.getvalue())
+    return Tokenizer(path)
+
+
+# ----------------------------------------------------------------------------- configuration
+
+@dataclass
+class ModelArgs:
+    dim: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: Optional[int] = None
+    vocab_size: int = 32000
+    hidden_dim: int = 11008
+    head_dim: Optional[int] = None
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: Optional[dict] = None  # only LLaMA-3's "llama3" type
+    max_seq_len: int = 4096
+    tie_embeddings: bool = False
+    bos_id: int = 1
+    eos_id: int = 2
+
+    def __post_init__(self):
+        self.n_kv_heads = self.n_kv_heads or self.n_heads
+        self.head_dim = self.head_dim or self.dim // self.n_heads
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+        if self.rope_scaling is not None:
+            kind = self.rope_scaling.get("rope_type", self.rope_scaling.get("type"))
+            if kind != "llama3":
+                raise ValueError(f"unsupported rope_scaling {self.rope_scaling!r}: only 'llama3' is implemented")
+
+    @classmethod
+    def from_hf_config(cls, config):
+        """Read a Hugging Face LLaMA config.json; refuse what this forward pass does not implement."""
+        refused = {"attention_bias": True, "mlp_bias": True}
+        for key, bad in refused.items():
+            if config.get(key) == bad:
+                raise ValueError(f"config.json: {key}={bad} is not supported")
+        if config.get("hidden_act", "silu") != "silu":
+            raise ValueError(f"config.json: hidden_act={config['hidden_act']!r} is not supported (only 'silu')")
+        rope = dict(config.get("rope_parameters") or {})  # transformers 5 writes theta and scaling here
+        rope_theta = config.get("rope_theta", rope.pop("rope_theta", 10000.0))
+        scaling = config.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
+        eos = config.get("eos_token_id", 2)
+        return cls(
+            dim=config["hidden_size"], n_layers=config["num_hidden_layers"],
+            n_heads=config["num_attention_heads"], n_kv_heads=config.get("num_key_value_heads"),
+            vocab_size=config["vocab_size"], hidden_dim=config["intermediate_size"],
+            head_dim=config.get("head_dim"), norm_eps=config.get("rms_norm_eps", 1e-6),
+            rope_theta=float(rope_theta), rope_scaling=scaling,
+            max_seq_len=config.get("max_position_embeddings", 4096),
+            tie_embeddings=config.get("tie_word_embeddings", False),
+            bos_id=config.get("bos_token_id", 1), eos_id=eos[0] if isinstance(eos, list) else eos)
+
+    def to_hf_config(self, dtype=torch.float32):
+        return {
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+            "hidden_size": self.dim, "num_hidden_layers": self.n_layers,
+            "num_attention_heads": self.n_heads, "num_key_value_heads": self.n_kv_heads,
+            "head_dim": self.head_dim, "intermediate_size": self.hidden_dim,
+            "vocab_size": self.vocab_size, "rms_norm_eps": self.norm_eps,
+            "rope_theta": self.rope_theta, "rope_scaling": self.rope_scaling,
+            "max_position_embeddings": self.max_seq_len, "tie_word_embeddings": self.tie_embeddings,
+            "bos_token_id": self.bos_id, "eos_token_id": self.eos_id,
+            "attention_bias": False, "mlp_bias": False,
+            "torch_dtype": str(dtype).removeprefix("torch."),
+        }
+
+
+# ----------------------------------------------------------------------------- rotary embeddings
+
+def rope_inv_freq(args, device=None):
+    """Inverse frequencies of the rotary embedding, with LLaMA-3's long-context rescaling when configured."""
+    inv_freq = 1.0 / args.rope_theta ** (torch.arange(0, args.head_dim, 2, device=device).float() / args.head_dim)
+    if args.rope_scaling is None:
+        return inv_freq
+    s = args.rope_scaling
+    factor, low, high = s["factor"], s.get("low_freq_factor", 1.0), s.get("high_freq_factor", 4.0)
+    old_len = s["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv_freq
+    # Long wavelengths are slowed by `factor`, short ones kept, the band between interpolated.
+    smooth = ((old_len / wavelen - low) / (high - low)).clamp(0, 1)
+    return (1 - smooth) * inv_freq / factor + smooth * inv_freq
+
+
+def rope_cos_sin(inv_freq, positions, dtype):
+    angles = positions[..., None].float() * inv_freq  # [B, T, D/2]
+    angles = torch.cat([angles, angles], dim=-1)  # [B, T, D], Hugging Face's half-split layout
+    return angles.cos().to(dtype)[:, None], angles.sin().to(dtype)[:, None]  # [B, 1, T, D]
+
+
+def apply_rope(x, cos, sin):
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+# ----------------------------------------------------------------------------- the network
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, args):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
+        self.q_proj = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=False)
+        self.k_proj = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
+        self.v_proj = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
+        self.o_proj = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+
+    def forward(self, x, cos, sin, mask, cache=None, layer=0):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, K, T, D]
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.write(layer, k, v)  # [B, K, S, D]: everything cached so far
+        if self.n_kv_heads != self.n_heads:
+            k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # [B, H, S, D]
+            v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # [B, T, H*D]
+
+
+class MLP(nn.Module):
+    def __init__(self, args):
+        super().__init__()
+        self.gate_proj = nn.Linear(args.dim, args.hidden_dim, bias=False)
+        self.up_proj = nn.Linear(args.dim, args.hidden_dim, bias=False)
+        self.down_proj = nn.Linear(args.hidden_dim, args.dim, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, args):
+        super().__init__()
+        self.input_layernorm = RMSNorm(args.dim, args.norm_eps)
+        self.self_attn = Attention(args)
+        self.post_attention_layernorm = RMSNorm(args.dim, args.norm_eps)
+        self.mlp = MLP(args)
+
+    def forward(self, x, cos, sin, mask, cache=None, layer=0):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Transformer(nn.Module):
+    """LLaMA with Hugging Face's parameter names (minus the "model." prefix), so checkpoints map 1:1."""
+
+    def __init__(self, args):
+        super().__init__()
+        self.args = args
+        self.grad_ckpt = False  # recompute each block's activations in backward (training only)
+        self.embed_tokens = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(Block(args) for _ in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.lm_head = nn.Linear(args.dim, args.vocab_size, bias=False)
+        if args.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+
+    def forward(self, tokens, cache=None, valid=None, last_only=False):
+        """tokens [B, T] -> logits [B, T, vocab] ([B, 1, vocab] with last_only).
+
+        `valid` [B, T] marks real tokens (False on left padding). With a `cache`, the tokens are
+        appended to it and attend to everything valid cached before them."""
+        B, T = tokens.shape
+        if cache is not None:
+            positions, mask = cache.append(valid if valid is not None else torch.ones_like(tokens, dtype=torch.bool))
+        elif valid is not None:
+            positions, mask = positions_and_mask(valid, valid, torch.arange(T, device=tokens.device))
+        else:
+            positions, mask = torch.arange(T, device=tokens.device).expand(B, T), None
+        h = self.embed_tokens(tokens)
+        cos, sin = rope_cos_sin(rope_inv_freq(self.args, tokens.device), positions, h.dtype)
+        for i, layer in enumerate(self.layers):
+            if self.grad_ckpt and self.training and cache is None and torch.is_grad_enabled():
+                h = checkpoint(layer, h, cos, sin, mask, use_reentrant=False)
+            else:
+                h = layer(h, cos, sin, mask, cache, i)
+        if last_only:
+            h = h[:, -1:]
+        return self.lm_head(self.norm(h))
+
+    def new_cache(self, batch_size):
+        p = self.lm_head.weight
+        return KVCache(self.args, batch_size, p.dtype, p.device)
+
+
+def positions_and_mask(key_valid, query_valid, query_slots):
+    """Rotary positions of the queries and the boolean attention mask [B, 1, T, S].
+
+    A query attends to valid keys at or before its own slot. Every query also sees its own slot,
+    so padding rows are never fully masked (that would give NaN, and NaN times a zero weight still
+    poisons the values)."""
+    S = key_valid.shape[1]
+    slots = torch.arange(S, device=key_valid.device)
+    causal = slots[None, :] <= query_slots[:, None]  # [T, S]
+    mask = (key_valid[:, None, :] & causal) | (slots[None, :] == query_slots[:, None])  # [B, T, S]
+    before = key_valid[:, :query_slots[0]].sum(1, keepdim=True)  # valid tokens already cached
+    positions = (before + query_valid.cumsum(1) - 1).clamp(min=0)  # [B, T]
+    return positions, mask[:, None]
+
+
+# ----------------------------------------------------------------------------- KV cache
+
+class KVCache:
+    """Keys and values of every layer for a batch of sequences.
+
+    Slot s of row b holds a token when valid[b, s]; slots are shared across rows (one write
+    pointer), so left padding and finished rows are simply invalid slots. Keys are stored after
+    the rotary embedding, so a row's entries can be moved between slots without recomputation."""
+
+    def __init__(self, args, batch_size, dtype, device):
+        shape = (batch_size, args.n_kv_heads, 0, args.head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(args.n_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(args.n_layers)]
+        self.valid = torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
+        self.length = 0  # slots in use
+
+    def append(self, new_valid):
+        """Reserve slots for new tokens [B, T]; return their positions and attention mask."""
+        T = new_valid.shape[1]
+        self._grow(self.length + T)
+        start = self.length
+        self.valid[:, start:start + T] = new_valid
+        self.length += T
+        query_slots = torch.arange(start, start + T, device=new_valid.device)
+        return positions_and_mask(self.valid[:, :self.length], new_valid, query_slots)
+
+    def write(self, layer, k, v):
+        T = k.shape[2]
+        self.k[layer][:, :, self.length - T:self.length] = k
+        self.v[layer][:, :, self.length - T:self.length] = v
+        return self.k[layer][:, :, :self.length], self.v[layer][:, :, :self.length]
+
+    def _grow(self, needed):
+        capacity = self.valid.shape[1]
+        if needed <= capacity:
+            return
+        extra = max(needed, 2 * capacity) - capacity  # doubling keeps appends amortised O(1)
+        pad = lambda t: F.pad(t, (0, 0, 0, extra))  # noqa: E731  (pads the slot dimension)
+        self.k, self.v = [pad(t) for t in self.k], [pad(t) for t in self.v]
+        self.valid = F.pad(self.valid, (0, extra))
+
+    def tokens_per_row(self):
+        return self.valid[:, :self.length].sum(1)
+
+    def truncate_rows(self, keep):
+        """Keep the first keep[b] tokens of row b (in slot order); invalidate the rest."""
+        valid = self.valid[:, :self.length]
+        self.valid[:, :self.length] &= valid.cumsum(1) <= torch.as_tensor(keep, device=valid.device)[:, None]
+
+    def select_rows(self, rows):
+        """Reorder rows; -1 makes a new empty row."""
+        index = torch.as_tensor(rows, device=self.valid.device)
+        take = lambda t: torch.cat([t, t.new_zeros((1, *t.shape[1:]))])[index]  # noqa: E731  (row -1 = zeros)
+        self.k, self.v = [take(t) for t in self.k], [take(t) for t in self.v]
+        self.valid = take(self.valid)
+
+    def pack(self):
+        """Move each row's valid entries to the right end of the fewest slots (left padding)."""
+        valid = self.valid[:, :self.length]
+        counts = valid.sum(1)
+        new_len = int(counts.max()) if len(counts) else 0
+        # Stable sort puts invalid slots first and keeps the valid ones in order.
+        order = torch.sort(valid.int(), dim=1, stable=True).indices[:, self.length - new_len:]  # [B, new_len]
+        gather = lambda t: t.gather(2, order[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3]))  # noqa: E731
+        self.k = [gather(t[:, :, :self.length]) for t in self.k]
+        self.v = [gather(t[:, :, :self.length]) for t in self.v]
+        self.valid = valid.gather(1, order)
+        self.length = new_len
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def hf_name(name):
+    return name if name.startswith("lm_head.") else "model." + name
+
+
+def read_checkpoint(path, device):
+    """All tensors of a Hugging Face checkpoint directory, single-file or sharded."""
+    path = Path(path)
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (path / "model.safetensors").exists():
+        files = ["model.safetensors"]
+    else:
+        raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")
+    tensors = {}
+    for file in files:
+        tensors.update(load_file(path / file, device=str(device)))
+    return tensors
+
+
+def load_model(path, device="cpu", dtype=None):
+    """Build on the meta device and take the checkpoint's tensors as parameters (no second copy).
+
+    dtype None keeps the checkpoint's own dtype. Missing, unexpected or mis-shaped tensors are an error."""
+    path = Path(path)
+    args = ModelArgs.from_hf_config(json.loads((path / "config.json").read_text()))
+    with torch.device("meta"):
+        model = Transformer(args)
+    expected = {hf_name(n): p.shape for n, p in model.named_parameters()}  # tied lm_head is listed once
+    tensors = read_checkpoint(path, device)
+    check_tensors(path, tensors, expected)
+    state = {name.removeprefix("model."): t if dtype is None else t.to(dtype) for name, t in tensors.items()}
+    if args.tie_embeddings:
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    model.load_state_dict(state, strict=True, assign=True)
+    if args.tie_embeddings:
+        model.lm_head.weight = model.embed_tokens.weight  # assign=True replaced the shared Parameter
+    return model
+
+
+def check_tensors(path, tensors, expected):
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [f"{n}: {tuple(tensors[n].shape)} instead of {tuple(s)}"
+             for n, s in expected.items() if n in tensors and tensors[n].shape != s]
+    problems = [f"missing tensors: {missing}"] * bool(missing) + [f"unexpected tensors: {unexpected}"] * bool(unexpected)
+    if wrong:
+        problems.append("wrong shapes: " + "; ".join(wrong))
+    if problems:
+        raise ValueError(f"{path}: checkpoint does not match config.json: " + " | ".join(problems))
+
+
+def save_model(model, path, files=(), max_shard_bytes=5 * 2**30):
+    """config.json + safetensors with Hugging Face names (sharded above max_shard_bytes) + extra
+    `files` (e.g. tokenizer.model), written to a temporary directory and renamed into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = {hf_name(n): p.detach().contiguous().cpu() for n, p in model.named_parameters()}
+    dtype = next(iter(state.values())).dtype
+    (tmp / "config.json").write_text(json.dumps(model.args.to_hf_config(dtype), indent=2))
+    write_shards(tmp, state, max_shard_bytes)
+    for file in files:
+        shutil.copy(file, tmp / Path(file).name)
+    replace_dir(tmp, path)
+
+
+def write_shards(directory, state, max_shard_bytes):
+    shards, size = [{}], 0
+    for name, t in state.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += nbytes
+    if len(shards) == 1:
+        save_file(shards[0], directory / "model.safetensors", metadata={"format": "pt"})
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, directory / file, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, file))
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+def replace_dir(tmp, path):
+    """Swap a finished temporary directory into place; the old one survives until the new one is there."""
+    for file in tmp.iterdir():
+        with open(file, "rb") as f:
+            os.fsync(f.fileno())
+    old = path.with_name(f".{path.name}.old{os.getpid()}")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- generation
+
+def sample(logits, temperature, top_p, generator):
+    """Next tokens [B] from last-position logits [B, vocab]: greedy at temperature 0, else nucleus."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest set reaching top_p
+    sorted_probs[outside] = 0
+    choice = torch.multinomial(sorted_probs, 1, generator=generator)
+    return order.gather(-1, choice)[:, 0]
+
+
+def left_pad(chunks, device):
+    T = max(len(c) for c in chunks)
+    tokens = torch.zeros(len(chunks), T, dtype=torch.long, device=device)
+    valid = torch.zeros(len(chunks), T, dtype=torch.bool, device=device)
+    for b, chunk in enumerate(chunks):
+        if chunk:
+            tokens[b, T - len(chunk):] = torch.tensor(chunk, device=device)
+            valid[b, T - len(chunk):] = True
+    return tokens, valid
+
+
+def ends_with_stop(ids, stop):
+    return any(len(s) and ids[-len(s):] == list(s) for s in stop)
+
+
+@torch.no_grad()
+def decode(model, cache, chunks, max_new_tokens, temperature=0.0, top_p=1.0, eos_id=None, stop=None, seed=None):
+    """Append `chunks` (new prompt tokens per row) to `cache` and generate.
+
+    Returns every sampled token per row, including a final EOS; the last sampled token of a row is
+    never fed to the model, so the cache holds the chunk and all sampled tokens but the last."""
+    device = cache.valid.device
+    eos_id = model.args.eos_id if eos_id is None else eos_id
+    stop = stop or []
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    tokens, valid = left_pad(chunks, device)
+    out = [[] for _ in chunks]
+    finished = torch.zeros(len(chunks), dtype=torch.bool, device=device)
+    for step in range(max_new_tokens):
+        logits = model(tokens, cache, valid, last_only=True)[:, -1]
+        next_tokens = sample(logits, temperature, top_p, generator)
+        for b, token in enumerate(next_tokens.tolist()):
+            if not finished[b]:
+                out[b].append(token)
+                finished[b] = token == eos_id or ends_with_stop(out[b], stop)
+        if finished.all() or step == max_new_tokens - 1:
+            break
+        tokens, valid = next_tokens[:, None], ~finished[:, None]  # finished rows write invalid slots
+    return out
+
+
+def strip_eos(ids, eos_id):
+    return ids[:-1] if ids and ids[-1] == eos_id else ids
+
+
+def generate(model, prompts, max_new_tokens, temperature=0.0, top_p=1.0, eos_id=None, stop=None, seed=None):
+    """Batched generation with left padding and a KV cache: new tokens per prompt, without the EOS."""
+    out = decode(model, model.new_cache(len(prompts)), prompts, max_new_tokens, temperature, top_p, eos_id, stop, seed)
+    eos_id = model.args.eos_id if eos_id is None else eos_id
+    return [strip_eos(ids, eos_id) for ids in out]
+
+
+class CachedDecoder:
+    """Generation for agents whose prompts only grow: each key keeps its KV cache between calls, so
+    a turn only pays for the tokens added since the last one. Keys absent from a call are dropped."""
+
+    def __init__(self, model):
+        self.model = model
+        self.cache = None
+        self.keys, self.ids = [], []  # per cache row: its key and the token ids its slots hold
+
+    def generate(self, keys, prompts, max_new_tokens, **options):
+        self._arrange_rows(keys)
+        keep = [min(common_prefix(held, prompt), len(prompt) - 1) for held, prompt in zip(self.ids, prompts)]
+        self.cache.truncate_rows(keep)
+        self.cache.pack()
+        chunks = [prompt[n:] for prompt, n in zip(prompts, keep)]
+        out = decode(self.model, self.cache, chunks, max_new_tokens, **options)
+        self.ids = [prompt + ids[:-1] for prompt, ids in zip(prompts, out)]
+        eos_id = options.get("eos_id") if options.get("eos_id") is not None else self.model.args.eos_id
+        return [strip_eos(ids, eos_id) for ids in out]
+
+    def _arrange_rows(self, keys):
+        if self.cache is None:
+            self.cache = self.model.new_cache(0)
+        rows = [self.keys.index(k) if k in self.keys else -1 for k in keys]
+        self.cache.select_rows(rows)
+        self.ids = [self.ids[r] if r >= 0 else [] for r in rows]
+        self.keys = list(keys)
+
+
+def common_prefix(a, b):
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
