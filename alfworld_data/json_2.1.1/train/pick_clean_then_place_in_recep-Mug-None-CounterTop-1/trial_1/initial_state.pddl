@@ -1,0 +1,105 @@
+(define (problem train_pick_clean_then_place_in_recep-Mug-None-CounterTop-1_trial_1)
+    (:domain alfred)
+    (:objects
+        agent1 - agent
+        loc_bar_0 - location
+        CounterTop_bar_1 - receptacle
+        loc_bar_1 - location
+        Cabinet_bar_1 - receptacle
+        loc_bar_2 - location
+        Bowl_bar_1 - object
+        Cabinet_bar_2 - receptacle
+        loc_bar_3 - location
+        Fridge_bar_1 - receptacle
+        loc_bar_4 - location
+        Microwave_bar_1 - receptacle
+        loc_bar_5 - location
+        Sink_bar_1_bar_SinkBasin - receptacle
+        loc_bar_6 - location
+        DiningTable_bar_1 - receptacle
+        loc_bar_7 - location
+        Mug_bar_1 - object
+        Bread_bar_1 - object
+        BowlType - otype
+        BreadType - otype
+        MugType - otype
+        CabinetType - rtype
+        CounterTopType - rtype
+        DiningTableType - rtype
+        FridgeType - rtype
+        MicrowaveType - rtype
+        SinkBasinType - rtype
+    )
+    (:init
+        (atLocation agent1 loc_bar_0)
+        (receptacleType CounterTop_bar_1 CounterTopType)
+        (receptacleAtLocation CounterTop_bar_1 loc_bar_1)
+        (receptacleType Cabinet_bar_1 CabinetType)
+        (receptacleAtLocation Cabinet_bar_1 loc_bar_2)
+        (openable Cabinet_bar_1)
+        (objectType Bowl_bar_1 BowlType)
+        (inReceptacle Bowl_bar_1 Cabinet_bar_1)
+        (objectAtLocation Bowl_bar_1 loc_bar_2)
+        (cleanable Bowl_bar_1)
+        (coolable Bowl_bar_1)
+        (pickupable Bowl_bar_1)
+        (receptacleType Cabinet_bar_2 CabinetType)
+        (receptacleAtLocation Cabinet_bar_2 loc_bar_3)
+        (openable Cabinet_bar_2)
+        (receptacleType Fridge_bar_1 FridgeType)
+        (receptacleAtLocation Fridge_bar_1 loc_bar_4)
+        (openable Fridge_bar_1)
+        (receptacleType Microwave_bar_1 MicrowaveType)
+        (receptacleAtLocation Microwave_bar_1 loc_bar_5)
+        (openable Microwave_bar_1)
+        (receptacleType Sink_bar_1_bar_SinkBasin SinkBasinType)
+        (receptacleAtLocation Sink_bar_1_bar_SinkBasin loc_bar_6)
+        (receptacleType DiningTable_bar_1 DiningTableType)
+        (receptacleAtLocation DiningTable_bar_1 loc_bar_7)
+        (objectType Mug_bar_1 MugType)
+        (inReceptacle Mug_bar_1 DiningTable_bar_1)
+        (objectAtLocation Mug_bar_1 loc_bar_7)
+        (cleanable Mug_bar_1)
+        (heatable Mug_bar_1)
+        (coolable Mug_bar_1)
+        (pickupable Mug_bar_1)
+        (objectType Bread_bar_1 BreadType)
+        (inReceptacle Bread_bar_1 DiningTable_bar_1)
+        (objectAtLocation Bread_bar_1 loc_bar_7)
+        (heatable Bread_bar_1)
+        (coolable Bread_bar_1)
+        (sliceable Bread_bar_1)
+        (pickupable Bread_bar_1)
+        (canContain CabinetType BowlType)
+        (canContain CabinetType MugType)
+        (canContain CounterTopType BowlType)
+        (canContain CounterTopType BreadType)
+        (canContain CounterTopType MugType)
+        (canContain DiningTableType BowlType)
+        (canContain DiningTableType BreadType)
+        (canContain DiningTableType MugType)
+        (canContain FridgeType BowlType)
+        (canContain FridgeType BreadType)
+        (canContain FridgeType MugType)
+        (canContain MicrowaveType BowlType)
+        (canContain MicrowaveType BreadType)
+        (canContain MicrowaveType MugType)
+        (canContain SinkBasinType BowlType)
+        (canContain SinkBasinType MugType)
+    )
+    (:goal
+        (and
+            (exists (?r - receptacle)
+                (exists (?o - object)
+                    (and
+                        (cleanable ?o)
+                        (objectType ?o MugType)
+                        (receptacleType ?r CounterTopType)
+                        (isClean ?o)
+                        (inReceptacle ?o ?r)
+                    )
+                )
+            )
+        )
+    )
+)

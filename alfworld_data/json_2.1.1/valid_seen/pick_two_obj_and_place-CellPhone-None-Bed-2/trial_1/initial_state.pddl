@@ -1,0 +1,94 @@
+(define (problem valid_seen_pick_two_obj_and_place-CellPhone-None-Bed-2_trial_1)
+    (:domain alfred)
+    (:objects
+        agent1 - agent
+        loc_bar_0 - location
+        Desk_bar_1 - receptacle
+        loc_bar_1 - location
+        CellPhone_bar_1 - object
+        Pen_bar_1 - object
+        Drawer_bar_1 - receptacle
+        loc_bar_2 - location
+        CellPhone_bar_2 - object
+        Drawer_bar_2 - receptacle
+        loc_bar_3 - location
+        Shelf_bar_1 - receptacle
+        loc_bar_4 - location
+        Bed_bar_1 - receptacle
+        loc_bar_5 - location
+        SideTable_bar_1 - receptacle
+        loc_bar_6 - location
+        GarbageCan_bar_1 - receptacle
+        loc_bar_7 - location
+        CellPhoneType - otype
+        PenType - otype
+        BedType - rtype
+        DeskType - rtype
+        DrawerType - rtype
+        GarbageCanType - rtype
+        ShelfType - rtype
+        SideTableType - rtype
+    )
+    (:init
+        (atLocation agent1 loc_bar_0)
+        (receptacleType Desk_bar_1 DeskType)
+        (receptacleAtLocation Desk_bar_1 loc_bar_1)
+        (objectType CellPhone_bar_1 CellPhoneType)
+        (inReceptacle CellPhone_bar_1 Desk_bar_1)
+        (objectAtLocation CellPhone_bar_1 loc_bar_1)
+        (pickupable CellPhone_bar_1)
+        (objectType Pen_bar_1 PenType)
+        (inReceptacle Pen_bar_1 Desk_bar_1)
+        (objectAtLocation Pen_bar_1 loc_bar_1)
+        (pickupable Pen_bar_1)
+        (receptacleType Drawer_bar_1 DrawerType)
+        (receptacleAtLocation Drawer_bar_1 loc_bar_2)
+        (openable Drawer_bar_1)
+        (objectType CellPhone_bar_2 CellPhoneType)
+        (inReceptacle CellPhone_bar_2 Drawer_bar_1)
+        (objectAtLocation CellPhone_bar_2 loc_bar_2)
+        (pickupable CellPhone_bar_2)
+        (receptacleType Drawer_bar_2 DrawerType)
+        (receptacleAtLocation Drawer_bar_2 loc_bar_3)
+        (openable Drawer_bar_2)
+        (receptacleType Shelf_bar_1 ShelfType)
+        (receptacleAtLocation Shelf_bar_1 loc_bar_4)
+        (receptacleType Bed_bar_1 BedType)
+        (receptacleAtLocation Bed_bar_1 loc_bar_5)
+        (receptacleType SideTable_bar_1 SideTableType)
+        (receptacleAtLocation SideTable_bar_1 loc_bar_6)
+        (receptacleType GarbageCan_bar_1 GarbageCanType)
+        (receptacleAtLocation GarbageCan_bar_1 loc_bar_7)
+        (canContain BedType CellPhoneType)
+        (canContain DeskType CellPhoneType)
+        (canContain DeskType PenType)
+        (canContain DrawerType CellPhoneType)
+        (canContain DrawerType PenType)
+        (canContain GarbageCanType PenType)
+        (canContain ShelfType CellPhoneType)
+        (canContain ShelfType PenType)
+        (canContain SideTableType CellPhoneType)
+        (canContain SideTableType PenType)
+    )
+    (:goal
+        (and
+            (exists (?r - receptacle)
+                (exists (?o1 - object)
+                    (and
+                        (objectType ?o1 CellPhoneType)
+                        (receptacleType ?r BedType)
+                        (inReceptacle ?o1 ?r)
+                        (exists (?o2 - object)
+                            (and
+                                (not (= ?o1 ?o2))
+                                (objectType ?o2 CellPhoneType)
+                                (receptacleType ?r BedType)
+                                (inReceptacle ?o2 ?r)
+                            )
+                        )
+                    )
+                )
+            )
+        )
+    )
+)

@@ -1,0 +1,90 @@
+(define (problem valid_unseen_look_at_obj_in_light-Pillow-None-DeskLamp-6_trial_1)
+    (:domain alfred)
+    (:objects
+        agent1 - agent
+        loc_bar_0 - location
+        Dresser_bar_1 - receptacle
+        loc_bar_1 - location
+        DeskLamp_bar_1 - object
+        Book_bar_1 - object
+        Drawer_bar_1 - receptacle
+        loc_bar_2 - location
+        Desk_bar_1 - receptacle
+        loc_bar_3 - location
+        Bed_bar_1 - receptacle
+        loc_bar_4 - location
+        Pillow_bar_1 - object
+        Shelf_bar_1 - receptacle
+        loc_bar_5 - location
+        SideTable_bar_1 - receptacle
+        loc_bar_6 - location
+        BookType - otype
+        DeskLampType - otype
+        PillowType - otype
+        BedType - rtype
+        DeskType - rtype
+        DrawerType - rtype
+        DresserType - rtype
+        ShelfType - rtype
+        SideTableType - rtype
+    )
+    (:init
+        (atLocation agent1 loc_bar_0)
+        (receptacleType Dresser_bar_1 DresserType)
+        (receptacleAtLocation Dresser_bar_1 loc_bar_1)
+        (objectType DeskLamp_bar_1 DeskLampType)
+        (inReceptacle DeskLamp_bar_1 Dresser_bar_1)
+        (objectAtLocation DeskLamp_bar_1 loc_bar_1)
+        (toggleable DeskLamp_bar_1)
+        (objectType Book_bar_1 BookType)
+        (inReceptacle Book_bar_1 Dresser_bar_1)
+        (objectAtLocation Book_bar_1 loc_bar_1)
+        (pickupable Book_bar_1)
+        (receptacleType Drawer_bar_1 DrawerType)
+        (receptacleAtLocation Drawer_bar_1 loc_bar_2)
+        (openable Drawer_bar_1)
+        (receptacleType Desk_bar_1 DeskType)
+        (receptacleAtLocation Desk_bar_1 loc_bar_3)
+        (receptacleType Bed_bar_1 BedType)
+        (receptacleAtLocation Bed_bar_1 loc_bar_4)
+        (objectType Pillow_bar_1 PillowType)
+        (inReceptacle Pillow_bar_1 Bed_bar_1)
+        (objectAtLocation Pillow_bar_1 loc_bar_4)
+        (pickupable Pillow_bar_1)
+        (receptacleType Shelf_bar_1 ShelfType)
+        (receptacleAtLocation Shelf_bar_1 loc_bar_5)
+        (receptacleType SideTable_bar_1 SideTableType)
+        (receptacleAtLocation SideTable_bar_1 loc_bar_6)
+        (canContain BedType BookType)
+        (canContain BedType PillowType)
+        (canContain DeskType BookType)
+        (canContain DrawerType BookType)
+        (canContain DresserType BookType)
+        (canContain ShelfType BookType)
+        (canContain SideTableType BookType)
+    )
+    (:goal
+         (and
+             (exists (?ot - object
+                      ?r - receptacle
+                      ?a - agent
+                      ?l - location)
+                 (and
+                     (objectType ?ot DeskLampType)
+                     (toggleable ?ot)
+                     (isToggled ?ot)
+                     (receptacleAtLocation ?r ?l)
+                     (atLocation ?a ?l)
+                     (inReceptacle ?ot ?r)
+                 )
+             )
+             (exists (?o - object
+                      ?a - agent)
+                 (and
+                     (objectType ?o PillowType)
+                     (holds ?a ?o)
+                 )
+             )
+         )
+    )
+)

@@ -1,0 +1,770 @@
+"""SciWorld, ALFWorld and WebShop behind one small interface, and the episode loop that runs an agent in them.
+
+    env = make_env("sciworld", "dev", tasks=["find-plant"])
+    first = env.reset(env.task_ids()[0])      # the task and the first observation
+    obs, reward, done, info = env.step("look around")
+    env.expert_action()                       # the expert's next action, or None
+
+`run_episodes` plays many episodes at once (one env per slot, the policy called once per step for
+all of them), optionally watched by a judge that corrects wrong steps (STeP's self-reflected
+trajectories); `golden_trajectory` replays the expert; `summarize` gives each split's metric.
+Imports no other module of this project.
+"""
+import contextlib
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+
+import requests
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------- ScienceWorld
+
+SCIWORLD_INSTRUCTION = """\
+You are an agent in ScienceWorld, a text simulation of a house and its surroundings (kitchen, \
+bathroom, bedroom, living room, hallway, art studio, workshop, greenhouse, foundry, outside). You \
+carry out elementary science tasks there: finding living or non-living things, growing plants, \
+changing the state of matter, measuring temperatures, mixing chemicals and paints, building \
+simple electrical circuits, comparing the life spans of animals, and more. Doors are already open.
+Each turn, reply with a thought and then one action, in this form:
+Thought: <your reasoning>
+Action: <one action>
+Actions (write object and room names as the observations write them):
+- look around: describe the room you are in; look at OBJ, look in OBJ: examine a thing or its contents
+- teleport to ROOM: go to any room at once; go to ROOM: walk through an open door to a next room
+- open OBJ, close OBJ; activate OBJ, deactivate OBJ: switch a device such as a stove or a sink
+- pick up OBJ: take it into your inventory; put down OBJ: drop it here
+- move OBJ to CONTAINER: put a thing in or on a container
+- pour OBJ in CONTAINER: empty a container into another; mix CONTAINER: stir what it holds
+- focus on OBJ: name the thing the task is about; focusing on the wrong thing fails the task
+- use OBJ on OBJ (e.g. a thermometer on a substance), read OBJ, eat OBJ, dunk OBJ in OBJ, flush OBJ
+- connect OBJ to OBJ, disconnect OBJ: wire electrical parts (e.g. battery anode to wire terminal 1)
+- wait: let ten time steps pass; wait1: let one pass
+- inventory: list what you carry; task: repeat the task
+When the simulator asks which object you meant, answer with the number of your choice."""
+
+SCIWORLD_SPLITS = {"train": "train", "dev": "dev", "seen": "dev", "test": "test", "unseen": "test"}
+
+# Episode limits per task, as in ETO (the last seven from later work that kept ETO's setup).
+SCIWORLD_MAX_STEPS = {
+    "boil": 100, "change-the-state-of-matter-of": 80, "freeze": 80, "melt": 80,
+    "measure-melting-point-known-substance": 120, "measure-melting-point-unknown-substance": 120,
+    "use-thermometer": 30, "power-component": 20, "power-component-renewable-vs-nonrenewable-energy": 30,
+    "test-conductivity": 30, "test-conductivity-of-unknown-substances": 30,
+    "find-animal": 15, "find-living-thing": 15, "find-non-living-thing": 15, "find-plant": 15,
+    "grow-fruit": 60, "grow-plant": 30, "chemistry-mix": 60,
+    "chemistry-mix-paint-secondary-color": 15, "chemistry-mix-paint-tertiary-color": 30,
+    "lifespan-longest-lived": 10, "lifespan-shortest-lived": 10, "lifespan-longest-lived-then-shortest-lived": 12,
+    "identify-life-stages-1": 30, "identify-life-stages-2": 30,
+    "inclined-plane-determine-angle": 40, "inclined-plane-friction-named-surfaces": 40,
+    "inclined-plane-friction-unnamed-surfaces": 40,
+    "mendelian-genetics-known-plant": 50, "mendelian-genetics-unknown-plant": 50,
+}
+
+# The engine's answers to input it could not turn into an action.
+SCIWORLD_INVALID = ("No known action matches that input.", "Unknown action.", "ERROR: Unknown response",
+                    "ERROR: Value out of range", "Ambiguous request: Multiple different possible actions")
+
+# Per process, shared by all SciWorld objects: both cost an engine load to find out.
+_SPLIT_VARIATIONS = {}  # task -> {"train": [...], "dev": [...], "test": [...]}
+_GOLD_PATHS = {}  # (task, variation, simplification) -> the engine's gold actions
+
+
+def norm_action(action):
+    return " ".join(action.lower().split())
+
+
+def unordered(observation):
+    """The parts of an observation, sorted: the engine lists things in an order that changes from
+    one load of a task to the next (JVM hash order), so compare observations through this."""
+    return sorted(re.split(r"[\n,]", observation))
+
+
+def look_after_arriving_outside(path):
+    """The lifespan gold paths focus on an animal right after arriving outside, never looking at
+    which animals are there: a model trained on them guesses. A `look around` there fixes that."""
+    out = []
+    for i, action in enumerate(path):
+        out.append(action)
+        if action in ("go to outside", "teleport to outside") and path[i + 1:i + 2] != ["look around"]:
+            out.append("look around")
+    return out
+
+
+class SciWorld:
+    """The ScienceWorld engine (scienceworld 1.2.3, one JVM per object). Task ids are
+    "task-name/variation". Options: tasks (task names; default all 30), simplification ("easy"),
+    max_steps (default: the task's limit), look_outside (insert `look around` into the lifespan
+    gold paths, see look_after_arriving_outside), timeout (seconds an engine call may take)."""
+    name = "sciworld"
+    instruction = SCIWORLD_INSTRUCTION
+
+    def __init__(self, split, tasks=None, simplification="easy", max_steps=None, look_outside=True, timeout=300.0):
+        if split not in SCIWORLD_SPLITS:
+            raise ValueError(f"SciWorld split must be one of {sorted(SCIWORLD_SPLITS)}, got {split!r}")
+        names = sorted(SCIWORLD_MAX_STEPS)
+        tasks = tasks.split(",") if isinstance(tasks, str) else list(tasks or names)
+        unknown = [t for t in tasks if t not in SCIWORLD_MAX_STEPS]
+        if unknown:
+            raise ValueError(f"SciWorld: unknown tasks {unknown}; the tasks are {names}")
+        self.split, self.tasks, self.simplification = SCIWORLD_SPLITS[split], tasks, simplification
+        self.look_outside, self._max_steps = look_outside, int(max_steps) if max_steps else None
+        self.engine = self._start_engine(timeout)
+        self._server = self.engine.server  # the raw simulator: its step skips the valid-action listing
+        self._episode = None  # (task, variation) of the current episode
+        self._actions, self._done, self._last = [], False, None
+
+    @staticmethod
+    def _start_engine(timeout):
+        os.environ.setdefault("JAVA_TOOL_OPTIONS", "-Xmx1g")  # 0.4-0.7 GB per JVM instead of 1-4 GB
+        from scienceworld import ScienceWorldEnv
+        engine = ScienceWorldEnv("", envStepLimit=10**9)  # episode limits are ours
+        # py4j waits forever on a hung JVM by default: bound every call (pooled sockets included).
+        engine._gateway.gateway_parameters.read_timeout = timeout
+        for connection in engine._gateway._gateway_client.deque:
+            connection.socket.settimeout(timeout)
+        return engine
+
+    @property
+    def max_steps(self):
+        if self._max_steps:
+            return self._max_steps
+        if self._episode:
+            return SCIWORLD_MAX_STEPS[self._episode[0]]
+        return max(SCIWORLD_MAX_STEPS[t] for t in self.tasks)
+
+    def _variations(self, task):
+        """The split's variations of a task. Loads the task when not known yet: call it between
+        episodes, not during one."""
+        if task not in _SPLIT_VARIATIONS:
+            self._load(task, 0, gold=False)
+            self._episode = None
+            s = self._server
+            _SPLIT_VARIATIONS[task] = {"train": list(s.getVariationsTrain()), "dev": list(s.getVariationsDev()),
+                                       "test": list(s.getVariationsTest())}
+        return _SPLIT_VARIATIONS[task][self.split]
+
+    def task_ids(self):
+        return [f"{task}/{v}" for task in self.tasks for v in self._variations(task)]
+
+    def _load(self, task, variation, gold):
+        error = self._server.load(task, variation, self.simplification, gold)
+        if error:
+            raise RuntimeError(f"ScienceWorld could not load {task}/{variation}: {error}")
+
+    def reset(self, task_id):
+        task, _, variation = task_id.rpartition("/")
+        if task not in SCIWORLD_MAX_STEPS or not variation.isdigit() or int(variation) not in self._variations(task):
+            example = f"{self.tasks[0]}/{self._variations(self.tasks[0])[0]}"
+            raise KeyError(f"SciWorld {self.split}: no task {task_id!r} (ids are 'task-name/variation' of this "
+                           f"split, e.g. {example!r})")
+        self._load(task, int(variation), gold=False)
+        first = self._server.step("look around")  # what the engine's own reset shows
+        self._episode, self._actions, self._done, self._last = (task, int(variation)), [], False, first
+        return f"{self._server.getTaskDescription()}\n\n{first}"
+
+    def step(self, action):
+        """The raw simulator step, then score and completion: the observation, score and done of
+        ScienceWorldEnv.step without its listing of all valid actions (~90 % of its time).
+        reward = info["score"] = the score now, 0..1 (negative engine scores count as 0)."""
+        if self._episode is None:
+            raise RuntimeError("SciWorld: step() before reset()")
+        observation = self._server.step(action)
+        raw = int(round(100 * self._server.getScore()))
+        done = bool(self._server.getCompleted()) or raw < 0  # the engine's own rule: < 0 is a failure
+        self._actions.append(action)
+        self._done, self._last = done, observation
+        score = max(raw, 0) / 100
+        info = {"score": score, "won": done and raw >= 100, "invalid": observation.startswith(SCIWORLD_INVALID),
+                "engine_score": raw}
+        return observation, score, done, info
+
+    def expert_action(self):
+        """The next gold action not executed yet (None once done or past the gold path's end)."""
+        if self._episode is None:
+            raise RuntimeError("SciWorld: expert_action() before reset()")
+        if self._done:
+            return None
+        gold, executed = self._gold_path(), 0
+        for action in self._actions:
+            if executed < len(gold) and norm_action(action) == norm_action(gold[executed]):
+                executed += 1
+        return gold[executed] if executed < len(gold) else None
+
+    def _gold_path(self):
+        key = (*self._episode, self.simplification)
+        if key not in _GOLD_PATHS:
+            _GOLD_PATHS[key] = self._generate_gold_path()
+        if self.look_outside and self._episode[0].startswith("lifespan"):
+            return look_after_arriving_outside(_GOLD_PATHS[key])
+        return _GOLD_PATHS[key]
+
+    def _generate_gold_path(self):
+        """Reloads the task with its gold path (only asked for when an expert is needed: it costs
+        ~0.5-10 s) and replays the episode so far: the engine is seeded by the variation."""
+        self._load(*self._episode, gold=True)
+        gold = list(self._server.getGoldActionSequence())
+        replayed = self._server.step("look around")
+        for action in self._actions:
+            replayed = self._server.step(action)
+        if unordered(replayed) != unordered(self._last):
+            raise RuntimeError(f"SciWorld {self._episode}: replaying the episode after generating the gold path "
+                               f"gave {replayed[:200]!r}, not {self._last[:200]!r}")
+        return gold
+
+    def close(self):
+        if self.engine is None:
+            return
+        engine, self.engine = self.engine, None
+        gateway, process = engine._gateway, engine._gateway.java_process
+        if process.poll() is None:  # alive: ask it to exit; a hung one gets killed
+            try:
+                engine.close()
+            except Exception as e:
+                log.debug("SciWorld: closing the engine: %s: %s", type(e).__name__, e)
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        gateway.shutdown_callback_server()
+        gateway._gateway_client.is_connected = False  # py4j's finalizers would call the dead JVM, logging errors
+        engine.close = lambda: None  # ScienceWorldEnv.__del__ would shut it down again
+
+
+# ----------------------------------------------------------------------------- ALFWorld
+
+ALFWORLD_INSTRUCTION = """\
+You are a household robot in a text world. The room has furniture and appliances (receptacles \
+such as a drawer, a fridge or a countertop) with small objects in or on them. Do the task you are \
+given.
+Each turn, reply with a thought and then one command, in this form:
+Thought: <your reasoning>
+Action: <one command>
+Commands, with names written exactly as the game writes them (e.g. "mug 1", "countertop 2"):
+- go to X: walk up to receptacle X
+- open X, close X: open or close receptacle X (drawers, cabinets, the fridge, the microwave)
+- take X from Y: pick up object X from receptacle Y; you can carry one object at a time
+- move X to Y: put the object X you carry in or on receptacle Y
+- heat X with Y, cool X with Y, clean X with Y: heat the object X you carry with a microwave Y, \
+cool it with a fridge Y, wash it in a sinkbasin Y
+- slice X with Y: slice object X with the knife Y you carry
+- use X: switch lamp X on or off
+- examine X: look closely at an object or receptacle
+- look: describe where you are; inventory: say what you carry
+You must go to a receptacle before you act on it or on what it holds. "Nothing happens." means \
+the command was not possible."""
+
+ALFWORLD_SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "alfworld_data")
+ALFWORLD_BANNER = "-= Welcome to TextWorld, ALFRED! =-"
+ALFWORLD_INVALID = "Nothing happens."
+ALFWORLD_SPLIT_ALIASES = {"seen": "valid_seen", "unseen": "valid_unseen"}  # other splits: the folder's name
+_ENGINE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def alfworld_engine():
+    """One engine call at a time across threads: textworld shares one grammar parser between games
+    (concurrent steps fail), and fast-downward's PDDL translator, run on every load and reset,
+    keeps global options and overwrites sys.argv (put back here)."""
+    with _ENGINE_LOCK:
+        argv = sys.argv[:]
+        try:
+            yield
+        finally:
+            sys.argv = argv
+
+
+def default_alfworld_data():
+    """$ALFWORLD_DATA, else the shipped games. Importing alfworld sets an unset $ALFWORLD_DATA to its
+    download folder ~/.cache/alfworld: that value counts as unset while it holds no games."""
+    path = os.environ.get("ALFWORLD_DATA")
+    if path and (path != os.path.expanduser("~/.cache/alfworld") or os.path.isdir(os.path.join(path, "json_2.1.1"))):
+        return path
+    return ALFWORLD_SHIPPED
+
+
+@lru_cache(maxsize=None)
+def alfworld_games(data_dir, split):
+    """{task id: game file} of a split, the games ALFWorld itself would play: solvable ones, no
+    movable-receptacle or sliced variants. Task id = game folder relative to json_2.1.1."""
+    root = os.path.join(data_dir, "json_2.1.1")
+    split_dir = os.path.join(root, split)
+    if not os.path.isdir(split_dir):
+        found = sorted(os.listdir(root)) if os.path.isdir(root) else []
+        raise FileNotFoundError(f"ALFWorld split {split!r}: no folder {split_dir} (splits there: {found})")
+    games = {}
+    for folder, _, files in os.walk(split_dir):
+        if "traj_data.json" not in files or "game.tw-pddl" not in files or "movable" in folder or "Sliced" in folder:
+            continue
+        path = os.path.join(folder, "game.tw-pddl")
+        with open(path) as f:
+            if json.load(f).get("solvable"):
+                games[os.path.relpath(folder, root)] = path
+    if not games:
+        raise FileNotFoundError(f"ALFWorld split {split!r}: no solvable game under {split_dir}")
+    return dict(sorted(games.items()))
+
+
+class AlfWorldEnv:
+    """ALFWorld's text engine. Splits: the folders of json_2.1.1 (train, valid_seen or seen,
+    valid_unseen or unseen). Options: data_dir (holds json_2.1.1/; default $ALFWORLD_DATA, else
+    the games shipped in alfworld_data/), max_steps (40, ETO's limit)."""
+    name = "alfworld"
+    instruction = ALFWORLD_INSTRUCTION
+
+    def __init__(self, split, data_dir=None, max_steps=40):
+        self.split, self.max_steps = ALFWORLD_SPLIT_ALIASES.get(split, split), int(max_steps)
+        self.data_dir = os.path.abspath(data_dir or default_alfworld_data())
+        self._games = alfworld_games(self.data_dir, self.split)
+        self._tw = None  # one textworld env, loaded with each new game (each env loads its own planner library)
+        self._state = self._plan = None
+
+    def task_ids(self):
+        return list(self._games)
+
+    def reset(self, task_id):
+        if task_id not in self._games:
+            example = next(iter(self._games))
+            raise KeyError(f"ALFWorld {self.split}: no game {task_id!r} under {self.data_dir} (e.g. {example!r})")
+        import textworld
+        from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
+        path, self._state, self._plan = self._games[task_id], None, None
+        with alfworld_engine():
+            if self._tw is None:
+                self._tw = textworld.start(path, textworld.EnvInfos(won=True), wrappers=[AlfredDemangler()])
+            else:
+                self._tw.load(path)
+            self._state = self._tw.reset()
+        return self._state.feedback.removeprefix(ALFWORLD_BANNER).strip()
+
+    def step(self, action):
+        if self._state is None:
+            raise RuntimeError("ALFWorld: step() before reset()")
+        with alfworld_engine():
+            self._state, _, _ = self._tw.step(action)
+        self._plan = None
+        obs, won = self._state.feedback, bool(self._state["won"])
+        return obs, float(won), won, {"score": float(won), "won": won, "invalid": obs == ALFWORLD_INVALID}
+
+    def expert_action(self):
+        """The PDDL planner's next command from the current state; None once won (or if no plan).
+        It is the plan AlfredExpert(PLANNER) reads from textworld's policy_commands (that wrapper is
+        what alfworld 0.4.2's AlfredTWEnv fails to install), but planned only when asked: textworld
+        would replan on every step: ~1 ms on the shipped scenes, up to seconds on real-size ones."""
+        if self._state is None:
+            raise RuntimeError("ALFWorld: expert_action() before reset()")
+        if self._plan is None:
+            game = self._tw.unwrapped
+            with alfworld_engine():
+                self._plan = game._pddl_state.replan(game._entity_infos)
+        return self._plan[0] if self._plan else None
+
+    def close(self):
+        if self._tw is not None:
+            self._tw.close()
+            self._tw = self._state = self._plan = None
+
+
+# ----------------------------------------------------------------------------- WebShop
+
+WEBSHOP_INSTRUCTION = """\
+You are shopping in a web store for a customer. The first page gives the customer's request: find \
+a product that fits it (its features, the options asked for such as size or colour, and the price \
+limit) and buy it.
+Each turn, reply with a thought and then one action, in this form:
+Thought: <your reasoning>
+Action: <one action>
+Actions:
+- search[keywords]: search the store; only on a page with a search box
+- click[value]: click a button or link shown on the page: a product id, an option value, \
+"Next >", "< Prev", "Back to Search", "Description", "Features", "Reviews" or "Buy Now"
+The parts of a page are separated by [SEP]. On a product page, click the options the request \
+asks for before "Buy Now"; buying ends the episode."""
+
+# WebShop's own split of its 12,087 instructions (session ids): test 0-499, valid 500-1499.
+WEBSHOP_SPLITS = {"test": (0, 500), "valid": (500, 1500), "train": (1500, 12087)}
+WEBSHOP_ACTION = re.compile(r"(search|click)\[(.+)\]", re.S)
+SERVER_ERROR = re.compile(r"Traceback \(most recent call last\)|^\s*(error|exception)\b", re.I)
+
+
+def parse_sessions(text):
+    """'start:stop' -> (start, stop)."""
+    try:
+        start, stop = map(int, text.split(":"))
+    except ValueError:
+        raise ValueError(f"WebShop sessions must be 'start:stop' (e.g. '0:200'), got {text!r}") from None
+    return start, stop
+
+
+class EnvServerError(RuntimeError):
+    """An environment server failed: unreachable, too slow, an HTTP error or an error in its reply."""
+
+
+class WebShopEnv:
+    """Client of a WebShop environment server (AgentGym's protocol). Options: url (default
+    $WEBSHOP_URL, else http://127.0.0.1:36001), timeout (seconds per request), max_steps (10, ETO's
+    limit), sessions ("start:stop", the session ids to use instead of the split's)."""
+    name = "webshop"
+    instruction = WEBSHOP_INSTRUCTION
+
+    def __init__(self, split, url=None, timeout=60.0, max_steps=10, sessions=None):
+        if sessions is None and split not in WEBSHOP_SPLITS:
+            raise ValueError(f"WebShop split must be one of {sorted(WEBSHOP_SPLITS)} "
+                             f"(or give sessions='start:stop'), got {split!r}")
+        self.split, self.max_steps, self.timeout = split, int(max_steps), float(timeout)
+        self.url = (url or os.environ.get("WEBSHOP_URL") or "http://127.0.0.1:36001").rstrip("/")
+        self._sessions = parse_sessions(sessions) if sessions else WEBSHOP_SPLITS[split]
+        self._http = requests.Session()
+        self._env_idx = None
+        self._check_health()
+
+    def task_ids(self):
+        return [str(i) for i in range(*self._sessions)]
+
+    def _call(self, method, path, **kwargs):
+        """One request; any failure raises an EnvServerError saying what happened and where."""
+        where = f"WebShop server {self.url}{path}"
+        try:
+            r = self._http.request(method, self.url + path, timeout=self.timeout, **kwargs)
+        except requests.Timeout as e:
+            raise EnvServerError(f"{where} did not answer within {self.timeout:g} s (timeout)") from e
+        except requests.ConnectionError as e:
+            raise EnvServerError(f"{where} is not reachable ({e.__class__.__name__})") from e
+        if r.status_code != 200:
+            raise EnvServerError(f"{where} answered HTTP {r.status_code}: {r.text[:500]}")
+        try:
+            body = r.json()
+        except ValueError as e:
+            raise EnvServerError(f"{where} answered something that is not JSON: {r.text[:200]!r}") from e
+        if isinstance(body, dict) and body.get("error"):  # some servers report failures with HTTP 200
+            raise EnvServerError(f"{where} returned an error (with HTTP 200): {str(body['error'])[:500]}")
+        return body
+
+    def _check_health(self):
+        try:
+            self._call("GET", "/")
+        except EnvServerError as e:
+            raise EnvServerError(f"WebShop health check failed: {e}. Start a WebShop environment server "
+                                 "there (e.g. AgentGym's `webshop --port 36001`) or point WEBSHOP_URL or the "
+                                 "url option at one.") from e
+
+    def _expect(self, path, ok, what, got):
+        if not ok:
+            raise EnvServerError(f"WebShop server {self.url}{path}: expected {what}, got {str(got)[:200]}")
+
+    def _page(self, path, text):
+        """A page the server sent; servers that catch an exception tend to send it as the page."""
+        if not isinstance(text, str) or SERVER_ERROR.search(text):
+            raise EnvServerError(f"WebShop server {self.url}{path} returned an error as the page: {str(text)[:500]}")
+        return text
+
+    def reset(self, task_id):
+        if not str(task_id).isdigit():
+            raise ValueError(f"WebShop task ids are session numbers, got {task_id!r}")
+        session = int(task_id)
+        self.close()  # one server-side environment per episode: servers keep every one alive otherwise
+        env_idx = self._call("POST", "/create")
+        self._expect("/create", isinstance(env_idx, int), "an env_idx (int)", env_idx)
+        self._env_idx = env_idx
+        reply = self._call("POST", "/reset", json={"env_idx": env_idx, "session_id": session})
+        self._expect("/reset", isinstance(reply, list) and reply, "[observation, info]", reply)
+        return self._page("/reset", reply[0])
+
+    def step(self, action):
+        if self._env_idx is None:
+            raise RuntimeError("WebShop: step() before reset()")
+        parsed = WEBSHOP_ACTION.fullmatch(action.strip())
+        if parsed is None:  # not sent: servers answer malformed actions unpredictably
+            page = self._page("/observation", self._call("GET", "/observation", params={"env_idx": self._env_idx}))
+            return "Invalid action.\n\n" + page, 0.0, False, {"score": 0.0, "won": False, "invalid": True}
+        valid = self._available(*parsed.groups())
+        reply = self._call("POST", "/step", json={"env_idx": self._env_idx, "action": action.strip()})
+        self._expect("/step", isinstance(reply, dict) and {"state", "reward", "done"} <= set(reply),
+                     "state, reward, done", reply)
+        reward, done = float(reply["reward"] or 0.0), bool(reply["done"])
+        info = {"score": reward, "won": done and reward >= 1.0, "invalid": not valid}
+        return self._page("/step", reply["state"]), reward, done, info
+
+    def _available(self, kind, arg):
+        """Whether the page offers this action (WebShop matches click values without case)."""
+        actions = self._call("GET", "/available_actions", params={"env_idx": self._env_idx})
+        self._expect("/available_actions", isinstance(actions, dict) and "clickables" in actions, "clickables", actions)
+        if kind == "search":
+            return bool(actions.get("has_search_bar"))
+        return arg.strip().lower() in {str(c).lower() for c in actions["clickables"]}
+
+    def expert_action(self):
+        return None  # the protocol offers no expert
+
+    def close(self):
+        """Frees the server-side environment of the current episode."""
+        if self._env_idx is not None:
+            env_idx, self._env_idx = self._env_idx, None
+            reply = self._call("POST", "/close", json={"env_idx": env_idx})
+            if not (isinstance(reply, dict) and reply.get("closed")):
+                log.warning("WebShop server %s did not close environment %s: %s", self.url, env_idx, reply)
+
+
+ENVS = {"sciworld": SciWorld, "alfworld": AlfWorldEnv, "webshop": WebShopEnv}  # name -> class(split, **options)
+
+
+def make_env(name, split, **options):
+    if name not in ENVS:
+        raise ValueError(f"unknown environment {name!r}; the environments are {sorted(ENVS)}")
+    return ENVS[name](split, **options)
+
+# ----------------------------------------------------------------------------- episodes
+
+INVALID_FORMAT = ("Invalid format: your reply has no action. Reply with \"Thought: <your reasoning>\" "
+                  "and then \"Action: <one action>\".")
+GOLDEN_MAX_STEPS = 1000  # gold paths are at most ~200 actions: more means the expert is lost
+
+
+def parse_action(reply):
+    """The text after the last "Action:" (its first line, stripped); None when there is none."""
+    head, sep, tail = (reply or "").rpartition("Action:")
+    lines = tail.strip().splitlines()
+    return lines[0].strip() if sep and lines and lines[0].strip() else None
+
+
+def parse_thought(reply):
+    """The text after the last "Thought:" before the last "Action:"; None when there is none."""
+    head, sep, _ = (reply or "").rpartition("Action:")
+    _, found, thought = (head if sep else reply or "").rpartition("Thought:")
+    return thought.strip() if found else None
+
+
+def message(role, content, loss=False, **fields):
+    return {"role": role, "content": content, "loss": loss, **fields}
+
+
+class Episode:
+    """One episode: its messages so far, the statistics of its trajectory, and why it ended."""
+
+    def __init__(self, env, task_id, max_invalid=None, max_steps=None):
+        self.env, self.task_id, self.max_invalid = env, task_id, max_invalid
+        self.id = f"{env.name}/{env.split}/{task_id}"
+        self.max_steps = max_steps
+        self.task, self.messages = "", [message("system", env.instruction)]
+        self.steps = self.invalid_run = self.invalid = self.corrections = self.errors = 0
+        self.unjudged = self.teacher_calls = 0
+        self.teacher_latency_s = self.best = 0.0
+        self.won, self.end_reason = False, None
+
+    def begin(self):
+        self.task = self.env.reset(self.task_id)
+        self.max_steps = self.max_steps or self.env.max_steps  # per task in SciWorld: read after reset
+        self.messages.append(message("user", self.task))
+
+    def execute(self, content, action, fields=None):
+        """Records an assistant turn, executes its action (a turn without one is an invalid step),
+        records the observation and decides whether the episode is over."""
+        if action is None:
+            observation, reward, done, info = INVALID_FORMAT, 0.0, False, {"score": 0.0, "won": False, "invalid": True}
+        else:
+            observation, reward, done, info = self.env.step(action)
+        self.messages += [message("assistant", content, loss=True, **(fields or {})), message("user", observation)]
+        self.steps += 1
+        self.best, self.won = max(self.best, info["score"]), self.won or info["won"]
+        self.invalid += info["invalid"]
+        self.invalid_run = self.invalid_run + 1 if info["invalid"] else 0
+        if done:
+            self.end_reason = "done"
+        elif self.max_invalid and self.invalid_run >= self.max_invalid:
+            self.end_reason = "invalid_actions"
+        elif self.steps >= self.max_steps:
+            self.end_reason = "max_steps"
+        return observation, reward, done
+
+    def trajectory(self, source):
+        messages = self.messages[:-1] if self.steps else self.messages  # the last observation teaches nothing
+        return {"id": self.id, "env": self.env.name, "split": self.env.split, "task": self.task_id,
+                "source": source, "messages": messages, "reward": self.best, "success": self.won,
+                "steps": self.steps, "end_reason": self.end_reason, "errors": self.errors,
+                "corrections": self.corrections, "invalid_actions": self.invalid, "unjudged": self.unjudged,
+                "teacher_calls": self.teacher_calls, "teacher_latency_s": round(self.teacher_latency_s, 3)}
+
+
+def agent_step(episode, reply, judged):
+    """Executes the agent's reply; returns what the judge needs, or None when nobody judges it."""
+    history = list(episode.messages)
+    action = parse_action(reply)
+    before = episode.env.expert_action() if judged else None
+    observation, reward, done = episode.execute(reply, action)
+    if not judged or episode.end_reason:  # a step that ended the episode cannot be corrected
+        return None
+    env = episode.env
+    return {"env": env.name, "split": env.split, "task_id": episode.task_id, "instruction": env.instruction,
+            "task": episode.task, "history": history, "reply": reply, "thought": parse_thought(reply),
+            "action": action, "observation": observation, "reward": reward, "done": done,
+            "expert_before": before, "expert_after": env.expert_action()}
+
+
+def apply_verdict(episode, verdict, max_corrections):
+    """Books the judge's verdict on the episode's last step; returns the correction to execute."""
+    episode.teacher_calls += verdict.get("calls", 0)
+    episode.teacher_latency_s += verdict.get("latency_s", 0.0)
+    kind = verdict.get("verdict")
+    missing = {"reflection", "thought", "action", "content"} - set(verdict)
+    if kind not in ("correct", "unjudged", "wrong") or kind == "wrong" and missing:
+        raise ValueError(f"judge: expected a verdict correct, unjudged or wrong (with reflection, thought, "
+                         f"action, content), got {verdict!r}")
+    if kind == "unjudged":
+        episode.unjudged += 1
+    if kind != "wrong":
+        return None
+    episode.errors += 1
+    episode.messages[-2].update(error=True, loss=False)  # the wrong step stays in context, without loss
+    if episode.corrections >= max_corrections:
+        episode.end_reason = "max_corrections"
+        return None
+    episode.corrections += 1
+    return verdict
+
+
+def correct(episode, verdict):
+    fields = {k: verdict[k] for k in ("reflection", "thought", "action")}
+    episode.execute(verdict["content"], verdict["action"], fields)
+
+
+def run_episodes(policy, env_factory, task_ids, *, parallel=8, judge=None, max_corrections=3,
+                 max_invalid=None, done_ids=(), on_episode=None, desc="episodes"):
+    """Plays one episode per task id (those in done_ids skipped) in `parallel` slots, each with its
+    own env from env_factory(). Each step calls policy(histories, keys) once for all live
+    episodes, steps their envs concurrently, then calls judge(step) concurrently for each (when
+    given). An engine error ends only its episode (end_reason "env_error: ...") and the slot gets
+    a new env. Returns the trajectories in task_ids order; on_episode(trajectory) as each ends."""
+    skip = set(done_ids)
+    todo = [t for t in task_ids if t not in skip]
+    if len(set(todo)) != len(todo):
+        raise ValueError("run_episodes: task_ids has duplicates")
+    pending, finished = deque(todo), {}
+    slots = [Slot() for _ in range(min(parallel, len(todo)))]
+    source, judged = ("agent", False) if judge is None else ("reflected", True)
+    bar = tqdm(total=len(todo), desc=desc)
+
+    def finish_ended(some_slots):
+        for slot in some_slots:
+            if slot.episode and slot.episode.end_reason:
+                traj = slot.finish(source)
+                finished[traj["task"]] = traj
+                done = finished.values()
+                bar.set_postfix(success=f"{sum(t['success'] for t in done) / len(done):.0%}",
+                                score=f"{100 * sum(t['reward'] for t in done) / len(done):.1f}")
+                bar.update()
+                if on_episode:
+                    on_episode(traj)
+
+    def fill_free_slots(pool):
+        while pending and (free := [s for s in slots if s.episode is None]):
+            starts = [(s, pending.popleft()) for s in free[:len(pending)]]
+            list(pool.map(lambda st: st[0].guard(st[0].start, env_factory, st[1], max_invalid), starts))
+            finish_ended(s for s, _ in starts)  # failed resets
+
+    with ThreadPoolExecutor(max(1, len(slots))) as pool:
+        try:
+            while True:
+                fill_free_slots(pool)
+                live = [s for s in slots if s.episode]
+                if not live:
+                    break
+                replies = policy([s.episode.messages for s in live], [s.episode.id for s in live])
+                if len(replies) != len(live):
+                    raise ValueError(f"policy returned {len(replies)} replies for {len(live)} histories")
+                steps = list(pool.map(lambda s, r: s.guard(agent_step, s.episode, r, judged), live, replies))
+                finish_ended(live)
+                asked = [(s, step) for s, step in zip(live, steps) if step is not None]
+                verdicts = list(pool.map(lambda a: judge(a[1]), asked))
+                fixes = [(s, v) for (s, _), v in zip(asked, verdicts) if apply_verdict(s.episode, v, max_corrections)]
+                list(pool.map(lambda f: f[0].guard(correct, f[0].episode, f[1]), fixes))
+                finish_ended(s for s, _ in asked)
+        finally:
+            for slot in slots:
+                slot.close_env()
+            bar.close()
+    return [finished[t] for t in todo]
+
+
+class Slot:
+    """One parallel slot: an env (created on first use, re-created after an engine error) and the
+    episode playing in it."""
+
+    def __init__(self):
+        self.env = self.episode = None
+
+    def start(self, env_factory, task_id, max_invalid):
+        self.env = self.env or env_factory()
+        self.episode = Episode(self.env, task_id, max_invalid)
+        self.episode.begin()
+
+    def guard(self, fn, *args):
+        """fn(*args), engine work: an engine's exception ends the episode instead of the run."""
+        try:
+            return fn(*args)
+        except Exception as e:
+            if self.episode is None:  # env_factory failed: no env to run anything in
+                raise
+            log.warning("%s: %s failed", self.episode.id, getattr(fn, "__name__", fn), exc_info=True)
+            self.episode.end_reason = f"env_error: {type(e).__name__}: {e}"
+
+    def finish(self, source):
+        traj, self.episode = self.episode.trajectory(source), None
+        if traj["end_reason"].startswith("env_error"):
+            log.warning("%s: %s; the slot gets a new env", traj["id"], traj["end_reason"])
+            self.close_env()
+        return traj
+
+    def close_env(self):
+        if self.env is not None:
+            env, self.env = self.env, None
+            try:
+                env.close()
+            except Exception as e:
+                log.warning("closing %s env: %s: %s", env.name, type(e).__name__, e)
+
+
+def golden_trajectory(env, task_id):
+    """The expert's trajectory: expert_action() played until done; turns are "Action: <action>"
+    (gold paths carry no thoughts). Raises RuntimeError when the expert does not succeed."""
+    episode = Episode(env, task_id, max_steps=GOLDEN_MAX_STEPS)
+    episode.begin()  # GOLDEN_MAX_STEPS, not the agent's limit: some gold paths are longer
+    while not episode.end_reason:
+        action = env.expert_action()
+        if action is None:
+            raise RuntimeError(f"{episode.id}: the expert has no action after {episode.steps} steps "
+                               f"and the episode is not done (score {episode.best})")
+        episode.execute(f"Action: {action}", action)
+    if not episode.won:
+        raise RuntimeError(f"{episode.id}: the expert's episode ended ({episode.end_reason}) without success "
+                           f"(score {episode.best}); last observation: {episode.messages[-1]['content'][:200]!r}")
+    return episode.trajectory("golden")
+
+
+METRICS = {"alfworld": "success"}  # the rest: mean reward (sciworld: best score reached), x100
+
+
+def summarize(trajectories):
+    """{"env/split": {"metric", "episodes", "success_rate", "mean_reward", "mean_steps"}}: metric is
+    ALFWorld's success rate, else the mean reward, both x100 like the literature reports them."""
+    groups = defaultdict(list)
+    for t in trajectories:
+        groups[f"{t['env']}/{t['split']}"].append(t)
+    summary = {}
+    for key, group in sorted(groups.items()):
+        n = len(group)
+        success = 100 * sum(t["success"] for t in group) / n
+        reward = 100 * sum(t["reward"] for t in group) / n
+        summary[key] = {"metric": success if METRICS.get(group[0]["env"]) == "success" else reward,
+                        "episodes": n, "success_rate": success, "mean_reward": reward,
+                        "mean_steps": sum(t["steps"] for t in group) / n}
+    return summary

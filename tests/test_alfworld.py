@@ -1,0 +1,133 @@
+"""The real ALFWorld engine (alfworld 0.4.2) on the hand-made games shipped in alfworld_data/."""
+import collections
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import alfworld_games
+import envs
+from envs import ALFWORLD_SHIPPED, AlfWorldEnv
+
+TASK_TYPES = {"pick_and_place_simple", "look_at_obj_in_light", "pick_clean_then_place_in_recep",
+              "pick_heat_then_place_in_recep", "pick_cool_then_place_in_recep", "pick_two_obj_and_place"}
+PEN_GAME = "valid_seen/pick_and_place_simple-Pen-None-Drawer-2/trial_1"
+
+
+def shipped(split, **options):
+    return AlfWorldEnv(split, data_dir=ALFWORLD_SHIPPED, **options)
+
+
+@pytest.mark.parametrize("split, per_type", [("train", 3), ("valid_seen", 1), ("valid_unseen", 1)])
+def test_every_split_ships_every_task_type(split, per_type):
+    ids = shipped(split).task_ids()
+    assert shipped(split.removeprefix("valid_")).task_ids() == ids  # "seen", "unseen": aliases as in SciWorld
+    assert all(tid.startswith(split + "/") and tid.endswith("/trial_1") for tid in ids)
+    assert collections.Counter(tid.split("/")[1].split("-")[0] for tid in ids) == {t: per_type for t in TASK_TYPES}
+
+
+def test_shipped_games_are_what_alfworld_games_py_writes():
+    for game in alfworld_games.GAMES:
+        folder, traj, problem = alfworld_games.game_files(*game)
+        with open(os.path.join(ALFWORLD_SHIPPED, "json_2.1.1", folder, "initial_state.pddl")) as f:
+            assert f.read() == problem, folder
+        with open(os.path.join(ALFWORLD_SHIPPED, "json_2.1.1", folder, "traj_data.json")) as f:
+            assert json.load(f) == traj, folder
+    shipped_ids = [tid for split in ("train", "valid_seen", "valid_unseen") for tid in shipped(split).task_ids()]
+    assert len(shipped_ids) == len(alfworld_games.GAMES) == 30
+
+
+def test_data_dir_is_ALFWORLD_DATA_else_the_shipped_games(monkeypatch, tmp_path):
+    monkeypatch.delenv("ALFWORLD_DATA", raising=False)
+    assert AlfWorldEnv("train").data_dir == ALFWORLD_SHIPPED
+    # what `import alfworld` sets when the variable is unset: its download folder, here without games
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ALFWORLD_DATA", str(tmp_path / ".cache" / "alfworld"))
+    assert AlfWorldEnv("train").data_dir == ALFWORLD_SHIPPED
+    monkeypatch.setenv("ALFWORLD_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f"no folder {tmp_path}/json_2.1.1/train"):
+        AlfWorldEnv("train")
+
+
+def test_reset_shows_the_room_and_task_and_is_deterministic():
+    env = shipped("valid_seen")
+    first = env.reset(PEN_GAME)
+    assert first == ("You are in the middle of a room. Looking quickly around you, you see a bed 1, a desk 1, "
+                     "a drawer 2, a drawer 1, a garbagecan 1, a shelf 1, and a sidetable 1.\n\n"
+                     "Your task is to: put some pen on drawer.")
+    obs = env.step("go to sidetable 1")[0]
+    assert obs == "You arrive at sidetable 1. On the sidetable 1, you see a cellphone 1, and a pen 1."
+    assert env.reset(PEN_GAME) == first
+    with pytest.raises(KeyError, match="no game 'valid_seen/nope'"):
+        env.reset("valid_seen/nope")
+    env.close()
+
+
+def test_step_reports_invalid_commands_and_the_win():
+    env = shipped("valid_seen")
+    env.reset(PEN_GAME)
+    assert env.expert_action() == "go to sidetable 1"
+    # ALFWorld before 0.4 said "put X in/on Y"; 0.4.2 only understands "move X to Y"
+    nothing = ("Nothing happens.", 0.0, False, {"score": 0.0, "won": False, "invalid": True})
+    assert env.step("put pen 1 in drawer 1") == nothing
+    for action in ["go to sidetable 1", "take pen 1 from sidetable 1", "go to drawer 1", "open drawer 1"]:
+        obs, reward, done, info = env.step(action)
+        assert (reward, done, info["invalid"]) == (0.0, False, False), (action, obs)
+    assert env.expert_action() == "move pen 1 to drawer 1"
+    assert env.step("move pen 1 to drawer 1") == ("You move the pen 1 to the drawer 1.", 1.0, True,
+                                                  {"score": 1.0, "won": True, "invalid": False})
+    assert env.expert_action() is None
+    env.close()
+
+
+def play_expert(split):
+    """Plays the planner's actions on every game of a split: (task id, last reward, info, expert
+    action after the win) each."""
+    env, results = shipped(split), []
+    for tid in env.task_ids():
+        env.reset(tid)
+        for _ in range(env.max_steps):
+            obs, reward, done, info = env.step(env.expert_action())
+            assert not info["invalid"], (tid, obs)
+            if done:
+                break
+        results.append((tid, reward, info, env.expert_action()))
+    env.close()
+    return results
+
+
+def test_the_planner_solves_every_valid_game_with_envs_in_parallel_threads():
+    # one env per thread, like run_episodes' slots: the engine is not thread-safe by itself
+    with ThreadPoolExecutor(2) as pool:
+        results = [r for rs in pool.map(play_expert, ["valid_seen", "valid_unseen"]) for r in rs]
+    assert len(results) == 12
+    for tid, reward, info, expert_after in results:
+        assert (reward, info, expert_after) == (1.0, {"score": 1.0, "won": True, "invalid": False}, None), tid
+
+
+def test_golden_trajectories_of_the_train_split_succeed():
+    env = shipped("train")
+    trajs = [envs.golden_trajectory(env, tid) for tid in env.task_ids()]
+    env.close()
+    assert len(trajs) == 18
+    for traj in trajs:
+        assert (traj["env"], traj["split"], traj["source"]) == ("alfworld", "train", "golden")
+        assert (traj["success"], traj["reward"]) == (True, 1.0)
+        actions = [m for m in traj["messages"] if m["role"] == "assistant"]
+        assert 4 <= len(actions) == traj["steps"] <= 9 and traj["messages"][-1]["role"] == "assistant"
+
+
+def test_an_eval_run_with_a_scripted_policy_fails_every_game():
+    def always_look(histories, keys):
+        return ["Thought: I look around.\nAction: look"] * len(histories)
+
+    trajs = []
+    for split in ("valid_seen", "valid_unseen"):
+        make = lambda split=split: shipped(split, max_steps=3)
+        trajs += envs.run_episodes(always_look, make, make().task_ids(), parallel=2)
+    assert len(trajs) == 12
+    assert {(t["success"], t["reward"], t["steps"], t["end_reason"]) for t in trajs} == {(False, 0.0, 3, "max_steps")}
+    summary = envs.summarize(trajs)
+    for split in ("valid_seen", "valid_unseen"):
+        assert summary[f"alfworld/{split}"]["metric"] == 0.0 and summary[f"alfworld/{split}"]["episodes"] == 6

@@ -1,0 +1,382 @@
+"""envs.py on the real ScienceWorld engine (two JVMs shared by the whole file) and on a fake env
+for engine crashes."""
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import envs
+
+TASKS = ["lifespan-longest-lived", "find-non-living-thing", "chemistry-mix-paint-secondary-color"]
+LIFESPAN, FIND = "lifespan-longest-lived/63", "find-non-living-thing/150"
+PAINT = "chemistry-mix-paint-secondary-color/25"
+GARBAGE = "Thought: I will fly.\nAction: fly to the moon"
+TRAJECTORY_KEYS = {"id", "env", "split", "task", "source", "messages", "reward", "success", "steps", "end_reason",
+                   "errors", "corrections", "invalid_actions", "unjudged", "teacher_calls", "teacher_latency_s"}
+
+
+@pytest.fixture(scope="session")
+def sciworlds():
+    """Two engines started side by side: "dev" with the task limits, "seen" (= dev) limited to 12 steps."""
+    with ThreadPoolExecutor(2) as pool:
+        pair = list(pool.map(lambda kw: envs.make_env("sciworld", tasks=TASKS, **kw),
+                             [{"split": "dev"}, {"split": "seen", "max_steps": 12}]))
+    yield pair
+    for env in pair:
+        env.close()
+
+
+@pytest.fixture(scope="session")
+def sciworld(sciworlds):
+    return sciworlds[0]
+
+
+@pytest.fixture(scope="session")
+def golden(sciworld):
+    return {tid: envs.golden_trajectory(sciworld, tid) for tid in (LIFESPAN, FIND, PAINT)}
+
+
+def gold_actions(traj):
+    return [m["content"].removeprefix("Action: ") for m in traj["messages"] if m["role"] == "assistant"]
+
+
+class Lent:
+    """A session env lent to run_episodes, which closes its envs when done: here closing keeps
+    the JVM for the next test. Counts the expert's calls."""
+
+    def __init__(self, env):
+        self.env, self.expert_calls = env, 0
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def expert_action(self):
+        self.expert_calls += 1
+        return self.env.expert_action()
+
+    def close(self):
+        pass
+
+
+def lender(pool):
+    lent, lock = [], threading.Lock()
+
+    def factory():
+        with lock:
+            lent.append(Lent(pool[len(lent)]))
+            return lent[-1]
+    return factory, lent
+
+
+def assert_well_formed(traj):
+    assert set(traj) == TRAJECTORY_KEYS
+    roles = [m["role"] for m in traj["messages"]]
+    assert roles == ["system"] + ["user", "assistant"] * traj["steps"]
+    assert traj["messages"][0]["content"] == envs.SCIWORLD_INSTRUCTION
+    assert traj["messages"][1]["content"].startswith("Your task is to")
+    assert all(not m["loss"] for m in traj["messages"] if m["role"] != "assistant")
+    assert traj["id"] == f"sciworld/dev/{traj['task']}" and traj["split"] == "dev"
+
+# ----------------------------------------------------------------------------- the interface
+
+
+def test_bad_names_fail_before_java_starts():
+    with pytest.raises(ValueError, match="unknown environment 'scienceworld'; the environments are"):
+        envs.make_env("scienceworld", "dev")
+    with pytest.raises(ValueError, match="split must be one of .*'unseen'.*got 'valid'"):
+        envs.make_env("sciworld", "valid")
+    with pytest.raises(ValueError, match=r"unknown tasks \['find-a-unicorn'\]"):
+        envs.make_env("sciworld", "dev", tasks=["boil", "find-a-unicorn"])
+
+
+def test_task_ids_come_from_the_engine_split(sciworlds):
+    dev, seen = sciworlds
+    assert dev.split == seen.split == "dev"
+    ids = dev.task_ids()
+    assert len(ids) == 31 + 75 + 9
+    assert (ids[0], ids[-1]) == ("lifespan-longest-lived/62", "chemistry-mix-paint-secondary-color/26")
+    start = time.perf_counter()
+    assert seen.task_ids() == ids  # the variation lists are cached per process
+    assert time.perf_counter() - start < 0.1
+    splits = envs._SPLIT_VARIATIONS["find-non-living-thing"]
+    assert [len(splits[s]) for s in ("train", "dev", "test")] == [150, 75, 75]
+    assert not set(splits["train"]) & set(splits["dev"]) and not set(splits["dev"]) & set(splits["test"])
+    with pytest.raises(KeyError, match="SciWorld dev: no task 'find-non-living-thing/3'"):
+        dev.reset("find-non-living-thing/3")  # a train variation
+    dev.reset(LIFESPAN)
+    assert (dev.max_steps, seen.max_steps) == (10, 12)  # the task's limit unless max_steps is given
+    dev.reset(FIND)
+    assert dev.max_steps == 15
+
+
+@pytest.mark.parametrize("task_id", [LIFESPAN, FIND, PAINT])
+def test_the_gold_path_scores_100_through_the_interface(golden, task_id):
+    traj = golden[task_id]
+    assert_well_formed(traj)
+    assert (traj["source"], traj["reward"], traj["success"], traj["end_reason"]) == ("golden", 1.0, True, "done")
+    assistant = [m for m in traj["messages"] if m["role"] == "assistant"]
+    assert all(m["content"].startswith("Action: ") and m["loss"] for m in assistant)
+    assert len(assistant) == traj["steps"] >= 3  # the engine's gold paths vary from one generation to the next
+
+
+def test_lifespan_gold_path_looks_around_after_arriving_outside(golden):
+    actions = gold_actions(golden[LIFESPAN])
+    i = actions.index("go to outside")
+    assert actions[i + 1] == "look around" and actions[i + 2].startswith("focus on")
+    assert "a baby elephant" in golden[LIFESPAN]["messages"][2 * i + 5]["content"]  # what the look showed
+    path = ["teleport to outside", "focus on x", "go to outside", "look around", "wait1"]
+    assert envs.look_after_arriving_outside(path) == ["teleport to outside", "look around", "focus on x",
+                                                      "go to outside", "look around", "wait1"]
+
+
+def test_fast_step_matches_the_stock_step(sciworld, golden):
+    gold = gold_actions(golden[FIND])  # FIND starts in the kitchen
+    actions = ["look at cup", "pick up sky", "teleport to bathroom", "0", "teleport to kitchen"] + gold
+    first = sciworld.reset(FIND)
+    start = time.perf_counter()
+    ours = [sciworld.step(a) for a in actions]
+    ours_s = time.perf_counter() - start
+    stock = sciworld.engine
+    stock.load("find-non-living-thing", 150, "easy")
+    stock_first, _ = stock.reset()
+    start = time.perf_counter()
+    theirs = [stock.step(a) for a in actions]
+    stock_s = time.perf_counter() - start
+    # The engine lists a room's things in an order that changes between loads: compare unordered.
+    assert first.startswith("Your task is to find a(n) non-living thing.")
+    assert envs.unordered(first.split("\n\n", 1)[1]) == envs.unordered(stock_first)
+    for action, (obs, reward, done, info), (stock_obs, _, stock_done, stock_info) in zip(actions, ours, theirs):
+        assert envs.unordered(obs) == envs.unordered(stock_obs), action
+        assert (info["engine_score"], done) == (stock_info["score"], stock_done), action
+        assert reward == info["score"] == max(stock_info["score"], 0) / 100
+    assert [info["invalid"] for *_, info in ours] == [False, True, False, True, False] + [False] * len(gold)
+    assert ours[3][0] == "No known action matches that input."
+    assert ours[-1][1:] == (1.0, True, {"score": 1.0, "won": True, "invalid": False, "engine_score": 100})
+    assert ours_s < stock_s, (ours_s, stock_s)
+
+
+def test_invalid_marks_what_the_engine_did_not_understand(sciworld):
+    sciworld.reset(FIND)
+
+    def step(action):
+        obs, _, _, info = sciworld.step(action)
+        return obs, info["invalid"]
+    assert step("open fridge") == ("The fridge is now open.", False)
+    obs, invalid = step("mix cup")  # the glass cup on the table or the wood cup in the fridge?
+    assert obs.startswith("Ambiguous request: Please enter the number") and not invalid
+    obs, invalid = step("the glass one")  # not a number: the engine gives up
+    assert obs.startswith("Unknown action.  Type 'help'") and invalid
+    step("mix cup")
+    obs, invalid = step("0")  # which cup is 0 changes from one load to the next
+    assert obs in ("There is only one thing (orange juice)", "That container is empty, so there are no items to mix.")
+    assert not invalid
+    assert step("fly to the moon") == ("No known action matches that input.", True)
+
+
+def test_the_expert_follows_the_gold_path(sciworld, golden, monkeypatch):
+    key = ("lifespan-longest-lived", 63, "easy")
+    sciworld.reset(LIFESPAN)
+    sciworld.step("look at sky")
+    monkeypatch.delitem(envs._GOLD_PATHS, key)  # generated again (reload + replay), restored after the test
+    first = sciworld.expert_action()
+    path = envs.look_after_arriving_outside(envs._GOLD_PATHS[key])
+    assert first == path[0]  # a wrong action does not advance it
+    arrive = path.index("go to outside")
+    for action, expert in zip(path[:arrive + 1], path[1:arrive + 2]):
+        sciworld.step(action)
+        assert sciworld.expert_action() == expert
+    assert path[arrive + 1] == "look around"
+    with monkeypatch.context() as m:
+        m.setattr(sciworld, "look_outside", False)
+        assert sciworld.expert_action() == path[arrive + 2]  # the engine's own path focuses without looking
+    sciworld.step("look around")
+    assert sciworld.expert_action() == path[arrive + 2]
+    assert sciworld.step(path[arrive + 2])[2] and sciworld.expert_action() is None  # done
+
+# ----------------------------------------------------------------------------- episodes
+
+
+@pytest.mark.parametrize("reply, action", [
+    ("Thought: go.\nAction: go to kitchen", "go to kitchen"),
+    ("Action: open door\nObservation: fake\nAction:  look around  \nmore text", "look around"),
+    ("Action:\n  pick up cup\n", "pick up cup"),
+    ("Thought: I only think.", None),
+    ("Thought: t\nAction:   ", None),
+    ("", None),
+])
+def test_parse_action(reply, action):
+    assert envs.parse_action(reply) == action
+
+
+def test_parse_thought():
+    assert envs.parse_thought("Reflection: r\nThought: I go.\nAction: go to kitchen") == "I go."
+    assert envs.parse_thought("Thought: no action here") == "no action here"
+    assert envs.parse_thought("Action: look around") is None
+
+
+def test_run_episodes_plays_to_the_end(sciworlds, golden):
+    gold = {f"sciworld/dev/{tid}": gold_actions(golden[tid]) for tid in (LIFESPAN, FIND)}
+    calls = []
+
+    def policy(histories, keys):
+        calls.append(list(keys))
+        replies = []
+        for history, key in zip(histories, keys):
+            n = sum(m["role"] == "assistant" for m in history)
+            replies.append(f"Thought: step {n}.\nAction: {gold[key][n]}" if key in gold else GARBAGE)
+        return replies
+
+    factory, lent = lender(sciworlds)
+    finished = []
+    garbage = "find-non-living-thing/151"
+    trajs = envs.run_episodes(policy, factory, [LIFESPAN, FIND, "find-non-living-thing/152", garbage], parallel=2,
+                              max_invalid=2, done_ids={"find-non-living-thing/152"}, on_episode=finished.append)
+    assert [t["task"] for t in trajs] == [LIFESPAN, FIND, garbage]
+    assert sorted(t["task"] for t in finished) == sorted([LIFESPAN, FIND, garbage])
+    # one policy call per step for all live episodes; the garbage one starts in the first freed slot
+    lengths = [len(g) for g in gold.values()]
+    shorter, gap = min(lengths), abs(lengths[0] - lengths[1])
+    assert [len(c) for c in calls] == [2] * (shorter + min(gap, 2)) + [1] * abs(gap - 2)
+    assert f"sciworld/dev/{garbage}" in calls[shorter] and len(calls[shorter]) == 2 - (gap == 0)
+    assert sum(env.expert_calls for env in lent) == 0  # no judge, no expert
+    for t in trajs:
+        assert_well_formed(t)
+        assert (t["source"], t["errors"], t["corrections"], t["unjudged"], t["teacher_calls"]) == ("agent", 0, 0, 0, 0)
+    assert [(t["end_reason"], t["success"], t["reward"], t["steps"], t["invalid_actions"]) for t in trajs] == [
+        ("done", True, 1.0, len(gold[trajs[0]["id"]]), 0), ("done", True, 1.0, len(gold[trajs[1]["id"]]), 0),
+        ("invalid_actions", False, 0.17, 2, 2)]  # find-non-living-thing starts at 17 points
+    assert trajs[0]["messages"][2] == {"role": "assistant", "loss": True,
+                                       "content": f"Thought: step 0.\nAction: {gold[trajs[0]['id']][0]}"}
+    assert trajs[2]["messages"][3]["content"] == "No known action matches that input."
+
+
+def test_a_reply_without_action_uses_a_step_until_max_steps(sciworlds):
+    def policy(histories, keys):
+        return ["I am not sure what to do." if len(histories[0]) == 2 else "Thought: look.\nAction: look around"]
+
+    factory, _ = lender(sciworlds[1:])  # the engine with max_steps=12
+    [traj] = envs.run_episodes(policy, factory, [FIND], parallel=4)
+    assert_well_formed(traj)
+    assert (traj["end_reason"], traj["steps"], traj["invalid_actions"], traj["success"]) == ("max_steps", 12, 1, False)
+    assert traj["messages"][3]["content"] == envs.INVALID_FORMAT
+    assert traj["messages"][5]["content"].startswith("This room is called the kitchen.")
+
+
+def wrong(step, calls=2):
+    action = step["expert_after"]
+    return {"verdict": "wrong", "reflection": "That was not an action.", "thought": f"I {action}.", "action": action,
+            "content": f"Reflection: That was not an action.\nThought: I {action}.\nAction: {action}",
+            "calls": calls, "latency_s": 0.25}
+
+
+def test_the_judge_corrects_wrong_steps(sciworlds, golden):
+    gold = {f"sciworld/dev/{tid}": gold_actions(golden[tid]) for tid in (LIFESPAN, FIND)}
+    steps, both_first_steps = [], threading.Barrier(2, timeout=10)
+
+    def policy(histories, keys):
+        replies = []
+        for history, key in zip(histories, keys):
+            done = sum(m["role"] == "assistant" and not m.get("error") for m in history)
+            replies.append("Thought: I should look at the sky.\nAction: look at sky" if len(history) == 2
+                           else f"Thought: next.\nAction: {gold[key][done]}")
+        return replies
+
+    def judge(step):
+        steps.append(step)
+        if step["reply"].endswith("look at sky"):
+            both_first_steps.wait()  # both episodes are judged at once, or this times out
+            return wrong(step)
+        if step["task_id"] == FIND:
+            return {"verdict": "unjudged", "reason": "teacher timed out", "calls": 3, "latency_s": 1.0}
+        return {"verdict": "correct", "calls": 1, "latency_s": 0.1}
+
+    factory, lent = lender(sciworlds)
+    lifespan, find = envs.run_episodes(policy, factory, [LIFESPAN, FIND], parallel=2, judge=judge)
+    assert sum(env.expert_calls for env in lent) == 2 * len(steps) + 2  # + before each last step
+    for traj in (lifespan, find):
+        assert_well_formed(traj)
+        error, correction = traj["messages"][2], traj["messages"][4]
+        assert error == {"role": "assistant", "content": "Thought: I should look at the sky.\nAction: look at sky",
+                         "loss": False, "error": True}
+        assert traj["messages"][3]["content"] == "No known action matches that input."
+        first_gold = gold[traj["id"]][0]
+        assert correction == {"role": "assistant", "loss": True, "reflection": "That was not an action.",
+                              "thought": f"I {first_gold}.", "action": first_gold,
+                              "content": wrong({"expert_after": first_gold})["content"]}
+        assert sum(m.get("error", False) for m in traj["messages"]) == 1
+        assert (traj["source"], traj["end_reason"], traj["success"], traj["errors"], traj["corrections"]) == (
+            "reflected", "done", True, 1, 1)
+    # judged: every agent step but the last (it ended the episode); corrections are not judged
+    n, m = len(gold[lifespan["id"]]) - 2, len(gold[find["id"]]) - 2  # agent steps judged after the first
+    assert (lifespan["steps"], lifespan["teacher_calls"], lifespan["unjudged"]) == (n + 3, 2 + n, 0)
+    assert (find["steps"], find["teacher_calls"], find["unjudged"]) == (m + 3, 2 + 3 * m, m)
+    assert (lifespan["teacher_latency_s"], find["teacher_latency_s"]) == (round(0.25 + 0.1 * n, 3), 0.25 + 1.0 * m)
+    first = next(s for s in steps if s["task_id"] == LIFESPAN)
+    assert first == {"env": "sciworld", "split": "dev", "task_id": LIFESPAN, "instruction": envs.SCIWORLD_INSTRUCTION,
+                     "task": lifespan["messages"][1]["content"], "history": lifespan["messages"][:2],
+                     "reply": "Thought: I should look at the sky.\nAction: look at sky",
+                     "thought": "I should look at the sky.", "action": "look at sky",
+                     "observation": "No known action matches that input.", "reward": 0.0, "done": False,
+                     "expert_before": gold[lifespan["id"]][0], "expert_after": gold[lifespan["id"]][0]}
+
+
+def test_too_many_wrong_steps_end_the_episode(sciworlds):
+    def policy(histories, keys):
+        return ["Thought: I should look at the sky.\nAction: look at sky"] * len(histories)
+
+    factory, _ = lender(sciworlds)
+    [traj] = envs.run_episodes(policy, factory, [LIFESPAN], judge=wrong, max_corrections=1)
+    assert (traj["end_reason"], traj["steps"], traj["errors"], traj["corrections"]) == ("max_corrections", 3, 2, 1)
+    assert [m.get("error", False) for m in traj["messages"] if m["role"] == "assistant"] == [True, False, True]
+    assert traj["messages"][-1]["loss"] is False
+
+
+class FakeEnv:
+    """Succeeds in one step, except that task "crash" raises in step and "bad" in reset."""
+    name, split, instruction, max_steps = "fake", "test", "Say anything.", 5
+
+    def __init__(self, log):
+        self.log, self.task_id = log, None
+        log.append("created")
+
+    def reset(self, task_id):
+        if task_id == "bad":
+            raise ValueError("no such game")
+        self.task_id = task_id
+        return f"Task {task_id}."
+
+    def step(self, action):
+        if self.task_id == "crash":
+            raise RuntimeError("the engine died")
+        return "Well done.", 1.0, True, {"score": 1.0, "won": True, "invalid": False}
+
+    def close(self):
+        self.log.append("closed")
+
+
+def test_an_engine_error_ends_only_its_episode():
+    log, finished = [], []
+    trajs = envs.run_episodes(lambda h, k: ["Action: win"] * len(h), lambda: FakeEnv(log),
+                              ["a", "crash", "bad", "b"], parallel=1, on_episode=finished.append)
+    assert [(t["task"], t["end_reason"], t["steps"], t["success"]) for t in trajs] == [
+        ("a", "done", 1, True), ("crash", "env_error: RuntimeError: the engine died", 0, False),
+        ("bad", "env_error: ValueError: no such game", 0, False), ("b", "done", 1, True)]
+    assert [m["role"] for m in trajs[1]["messages"]] == ["system", "user"] and len(trajs[2]["messages"]) == 1
+    assert log == ["created", "closed", "created", "closed", "created", "closed"]  # re-created after each error
+    assert len(finished) == 4
+    with pytest.raises(ValueError, match="policy returned 2 replies for 1 histories"):
+        envs.run_episodes(lambda h, k: ["Action: a", "Action: b"], lambda: FakeEnv([]), ["a"])
+
+
+def test_summarize():
+    def traj(env, split, reward, success, steps):
+        return {"env": env, "split": split, "reward": reward, "success": success, "steps": steps}
+
+    summary = envs.summarize([
+        traj("sciworld", "test", 1.0, True, 4), traj("sciworld", "test", 0.5, False, 10),
+        traj("alfworld", "valid_seen", 0.0, False, 40), traj("alfworld", "valid_seen", 1.0, True, 8)])
+    assert summary == {
+        "alfworld/valid_seen": {"metric": 50.0, "episodes": 2, "success_rate": 50.0, "mean_reward": 50.0,
+                                "mean_steps": 24.0},
+        "sciworld/test": {"metric": 75.0, "episodes": 2, "success_rate": 50.0, "mean_reward": 75.0, "mean_steps": 7.0}}
