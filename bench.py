@@ -1,0 +1,233 @@
+"""Benchmarks: each section prints our figure beside a reference measured in the same run.
+
+    python bench.py                      # every section
+    python bench.py --only model train   # some of them
+
+model: forward+backward and greedy decode tokens/s, model.py vs transformers, same config, same threads.
+train: a full training step at 1024 tokens with and without gradient checkpointing, vs transformers;
+       activation memory = bytes autograd keeps for backward (peak CUDA memory on a GPU).
+envs:  SciWorld step latency through envs.py vs the stock env.step on the same actions; episodes
+       per minute of the built-in default's agent with 1 vs 8 parallel episodes.
+synthesis: episodes per minute with 1 vs 8 parallel episodes against the oracle teacher delayed
+       by 0.5 s a call.
+"""
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+import model as M
+
+BENCH_CONFIG = dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=4, vocab_size=32000, hidden_dim=1408)
+
+
+def build_pair(device, dtype=torch.float32):
+    """Our Transformer and a transformers LlamaForCausalLM with the same weights."""
+    import transformers
+    torch.manual_seed(0)
+    ours = M.Transformer(M.ModelArgs(**BENCH_CONFIG)).to(device, dtype)
+    config = transformers.LlamaConfig(**{k: v for k, v in ours.args.to_hf_config().items() if k != "torch_dtype"})
+    reference = transformers.LlamaForCausalLM(config).to(device, dtype)
+    reference.load_state_dict({M.hf_name(n): p for n, p in ours.state_dict().items()})
+    return ours, reference
+
+
+def timed(fn, repeats, device):
+    fn()  # warm-up
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def logits_of(m, ids):
+    out = m(ids)
+    return out if torch.is_tensor(out) else out.logits
+
+
+def train_step(m, optimizer, ids):
+    logits = logits_of(m, ids)
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def report(title, ours, reference, unit, higher_is_better=True):
+    ratio = ours / reference if higher_is_better else reference / ours
+    print(f"  {title:<44} model.py {ours:>10.1f} {unit}   transformers {reference:>10.1f} {unit}   ratio {ratio:5.2f}x")
+
+
+def bench_model(device, batch=4, seq=256, prompt=64, new_tokens=64):
+    ours, reference = build_pair(device)
+    ids = torch.randint(3, BENCH_CONFIG["vocab_size"], (batch, seq), device=device)
+    print(f"model: {BENCH_CONFIG}, batch {batch} x {seq} tokens")
+    speeds = []
+    for m in (ours, reference):
+        m.train()
+        def step():
+            logits_of(m, ids).float().logsumexp(-1).mean().backward()
+        speeds.append(batch * seq / timed(step, 3, device))
+    report("forward+backward tokens/s", *speeds, "tok/s")
+
+    prompts = ids[:, :prompt]
+    ours.eval(), reference.eval()
+    def ours_decode():
+        M.generate(ours, prompts.tolist(), new_tokens, eos_id=-1)
+    def reference_decode():
+        reference.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=new_tokens,
+                           min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    speeds = [batch * new_tokens / timed(fn, 2, device) for fn in (ours_decode, reference_decode)]
+    report(f"greedy decode tokens/s (prompt {prompt}, KV cache)", *speeds, "tok/s")
+
+
+def activation_bytes(m, ids):
+    """Bytes autograd saves for backward during one forward (what checkpointing trades for compute)."""
+    seen = {}
+    def pack(t):
+        seen[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = logits_of(m, ids).float().logsumexp(-1).mean()
+    params = {(p.untyped_storage().data_ptr(), p.dtype) for p in m.parameters()}
+    loss.backward()
+    m.zero_grad(set_to_none=True)
+    return sum(n for key, n in seen.items() if key not in params)
+
+
+def peak_cuda_bytes(fn):
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    return torch.cuda.max_memory_allocated()
+
+
+def bench_train(device, batch=1, seq=1024):
+    ours, reference = build_pair(device)
+    ids = torch.randint(3, BENCH_CONFIG["vocab_size"], (batch, seq), device=device)
+    print(f"train: {BENCH_CONFIG}, batch {batch} x {seq} tokens, AdamW step included")
+    for ckpt in (False, True):
+        ours.grad_ckpt = ckpt
+        if ckpt:
+            reference.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        speeds = []
+        for m in (ours, reference):
+            m.train()
+            optimizer = torch.optim.AdamW(m.parameters(), lr=1e-5)
+            speeds.append(batch * seq / timed(lambda: train_step(m, optimizer, ids), 3, device))
+        report(f"training tokens/s, checkpointing {'on ' if ckpt else 'off'}", *speeds, "tok/s")
+    memory = {}
+    for ckpt in (False, True):
+        ours.grad_ckpt = ckpt
+        memory[ckpt] = activation_bytes(ours, ids) / 2**20
+    print(f"  activation memory (saved for backward): {memory[False]:.1f} MiB without checkpointing, "
+          f"{memory[True]:.1f} MiB with: {memory[True] / memory[False]:.2f}x")
+    if str(device).startswith("cuda"):
+        for ckpt in (False, True):
+            ours.grad_ckpt = ckpt
+            optimizer = torch.optim.AdamW(ours.parameters(), lr=1e-5)
+            peak = peak_cuda_bytes(lambda: train_step(ours, optimizer, ids)) / 2**20
+            print(f"  peak CUDA memory, checkpointing {'on ' if ckpt else 'off'}: {peak:.0f} MiB")
+
+
+BENCH_TASKS = ["lifespan-longest-lived", "find-non-living-thing", "chemistry-mix-paint-secondary-color", "find-plant"]
+
+
+def bench_envs(device):
+    import envs
+    env = envs.make_env("sciworld", "dev", tasks=BENCH_TASKS)
+    task_ids = [t for task in BENCH_TASKS for t in [i for i in env.task_ids() if i.startswith(task + "/")][:2]]
+    gold = {t: [envs.parse_action(m["content"]) for m in envs.golden_trajectory(env, t)["messages"]
+                if m["role"] == "assistant"] for t in task_ids}
+    ours, stock = [], []
+    for task_id in task_ids:
+        env.reset(task_id)
+        ours += [timed_once(env.step, a) for a in gold[task_id]]
+        task, variation = task_id.rsplit("/", 1)
+        env.engine.load(task, int(variation), "easy")
+        env.engine.reset()
+        stock += [timed_once(env.engine.step, a) for a in gold[task_id]]
+    env.close()
+    print(f"envs: SciWorld, {len(ours)} steps of {len(task_ids)} gold replays ({', '.join(BENCH_TASKS)})")
+    report("step latency, mean (lower is better)", 1000 * statistics.mean(ours), 1000 * statistics.mean(stock),
+           "ms", higher_is_better=False)
+    print("  (reference column here: the stock ScienceWorld env.step; goal: ours <= 0.2x of it)")
+    agent_episodes_per_minute(device)
+
+
+def timed_once(fn, *args):
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def scratch_agent(device):
+    """A random model of the built-in default's size, with a tokenizer, saved and loaded like any."""
+    import envs
+    import step
+    directory = tempfile.mkdtemp()
+    texts = [envs.SCIWORLD_INSTRUCTION] * 4 + ["Action: look around\nAction: teleport to kitchen"] * 20
+    M.train_tokenizer(texts, f"{directory}/tokenizer.model", step.SCRATCH_VOCAB)
+    tokenizer = M.Tokenizer(f"{directory}/tokenizer.model")
+    torch.manual_seed(0)
+    model = M.Transformer(M.ModelArgs(vocab_size=tokenizer.vocab_size, **step.SCRATCH_MODEL)).to(device).eval()
+    return model, tokenizer
+
+
+def episodes_per_minute(parallel, n_episodes, device, judge=None, max_new_tokens=24):
+    import envs
+    import step
+    model, tokenizer = scratch_agent(device)
+    policy = step.make_policy(model, tokenizer, max_new_tokens)
+    factory = lambda: envs.make_env("sciworld", "dev", tasks=BENCH_TASKS[:1], max_steps=8)  # noqa: E731
+    probe = factory()
+    task_ids = probe.task_ids()[:n_episodes]
+    probe.close()
+    start = time.perf_counter()
+    envs.run_episodes(policy, factory, task_ids, parallel=parallel, judge=judge, max_corrections=2)
+    return 60 * n_episodes / (time.perf_counter() - start)
+
+
+def agent_episodes_per_minute(device, n_episodes=16):
+    one, eight = (episodes_per_minute(p, n_episodes, device) for p in (1, 8))
+    print(f"  agent episodes/min (random tiny model, 8 steps): 1 parallel {one:.1f}, "
+          f"8 parallel {eight:.1f}: {eight / one:.2f}x")
+
+
+def bench_synthesis(device, n_episodes=16, delay_s=0.5):
+    import data
+    server = data.serve_oracle_teacher("127.0.0.1", 0, delay_s=delay_s)
+    client = data.TeacherClient(f"http://127.0.0.1:{server.server_address[1]}", "oracle", max_in_flight=8)
+    judge = lambda step: client.judge(step)  # noqa: E731
+    one, eight = (episodes_per_minute(p, n_episodes, device, judge) for p in (1, 8))
+    server.shutdown()
+    print(f"synthesis: oracle teacher delayed {delay_s} s a call, {n_episodes} episodes, random tiny model")
+    print(f"  episodes/min: 1 parallel {one:.1f}, 8 parallel {eight:.1f}: {eight / one:.2f}x (goal >= 5x)")
+
+
+SECTIONS = {"model": bench_model, "train": bench_train, "envs": bench_envs, "synthesis": bench_synthesis}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads, the same for both sides")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"device {args.device}, {args.threads} threads, torch {torch.__version__}")
+    for name in args.only:
+        SECTIONS[name](args.device)
+
+
+if __name__ == "__main__":
+    main()
