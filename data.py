@@ -141,10 +141,19 @@ def validate_roles(roles):
                          f"{roles[-1] if roles else 'nothing'!r}")
 
 
-def load_trajectories(path):
-    """Every trajectory of a JSONL file, validated; ValueError naming file:line and the problem."""
+def marked_for_training(record):
+    """Synthesis writes every episode and marks the successful ones `"train": true`; others (golden
+    data) carry no mark and are trained on."""
+    return record.get("train", True) is not False
+
+
+def load_trajectories(path, keep=lambda record: True):
+    """The trajectories of a JSONL file that `keep` accepts, each validated; ValueError naming
+    file:line and the problem."""
     trajectories = []
     for n, record in jsonl_lines(path, torn_ok=False):
+        if not keep(record):
+            continue
         try:
             validate_trajectory(record)
         except ValueError as e:
@@ -625,19 +634,23 @@ def oracle_verdict(prompt):
             "action": expert_after}
 
 
-class OracleHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: the client reuses its connections
+class JSONHandler(BaseHTTPRequestHandler):
+    """A quiet HTTP handler answering JSON (the oracle teacher; the tests' fixture servers)."""
+    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse their connections
 
     def log_message(self, *args):  # one line per request would drown the episode logs
         pass
 
     def send_json(self, code, obj):
-        data = json.dumps(obj).encode()
+        body = json.dumps(obj).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(data)
+        self.wfile.write(body)
+
+
+class OracleHandler(JSONHandler):
 
     def do_GET(self):
         if self.path.rstrip("/") in ("/health", "/models", "/v1/models"):

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 import envs
 from data import (IGNORE_INDEX, TeacherClient, append_jsonl, build_samples, collate, encode_prompt,
-                  length_grouped_batches, load_trajectories, oracle_verdict, padding_fraction, read_jsonl,
+                  length_grouped_batches, load_trajectories, marked_for_training, oracle_verdict, padding_fraction, read_jsonl,
                   render_turn, serve_oracle_teacher, teacher_prompt)
 from model import (CachedDecoder, ModelArgs, Tokenizer, Transformer, load_model, replace_dir, save_model,
                    train_tokenizer)
@@ -326,7 +326,10 @@ def diverged(step, loss, grad_norm, checkpoint):
 def load_samples(args):
     """Token ids and labels of every trajectory in --data, and what build_samples counted."""
     tokenizer = Tokenizer(Path(args.model) / "tokenizer.model")
-    trajectories = [t for path in args.data for t in load_trajectories(path)]
+    trajectories = [t for path in args.data for t in load_trajectories(path, keep=marked_for_training)]
+    unmarked = sum(not marked_for_training(r) for path in args.data for r in read_jsonl(path))
+    if unmarked:
+        print(f"train: {unmarked} episodes not marked for training (unsuccessful) left out", file=sys.stderr)
     return build_samples(tokenizer, trajectories, args.max_len, args.mask_errors, args.reflection)
 
 
@@ -429,8 +432,10 @@ def training_summary(plan, samples, data_stats, wall_time, log):
 # ----------------------------------------------------------------------------- agents and environments
 
 def env_options(args):
-    """Environment options from the command line (--task-types narrows SciWorld/ALFWorld task families)."""
-    return {"tasks": args.task_types.split(",")} if getattr(args, "task_types", None) else {}
+    """Environment options from the command line: --task-types narrows the task families (SciWorld),
+    --max-steps overrides the environment's episode limit."""
+    options = {"tasks": args.task_types.split(",")} if args.task_types else {}
+    return {**options, "max_steps": args.max_steps} if args.max_steps else options
 
 
 def select_tasks(task_ids, n=None, task_file=None):
@@ -470,7 +475,7 @@ def finished_ids(path):
     return {t["task"] for t in read_jsonl(path)} if Path(path).exists() else set()
 
 
-def run_agent(args, out_file, judge=None, on_episode=None):
+def run_agent(args, out_file, judge=None, max_corrections=0, mark=lambda trajectory: trajectory):
     """Episodes of the agent in --model on the selected tasks, appended to out_file as they finish."""
     model, tokenizer = load_agent(args.model, args.device)
     env_factory = functools.partial(envs.make_env, args.env, args.split, **env_options(args))
@@ -478,14 +483,9 @@ def run_agent(args, out_file, judge=None, on_episode=None):
     task_ids = select_tasks(probe.task_ids(), args.tasks, args.task_file)
     probe.close()
 
-    def record(trajectory):
-        if on_episode:
-            on_episode(trajectory)
-        append_jsonl(out_file, trajectory)
-
     envs.run_episodes(make_policy(model, tokenizer, args.max_new_tokens), env_factory, task_ids,
-                      parallel=args.parallel, judge=judge, max_corrections=args.max_corrections,
-                      max_invalid=args.max_invalid, done_ids=finished_ids(out_file), on_episode=record)
+                      parallel=args.parallel, judge=judge, max_corrections=max_corrections, max_invalid=args.max_invalid,
+                      done_ids=finished_ids(out_file), on_episode=lambda t: append_jsonl(out_file, mark(t)))
     return [t for t in read_jsonl(out_file) if t["task"] in set(task_ids)]
 
 
@@ -540,7 +540,7 @@ def synthesize(args):
 
     def judge(step):
         return client.judge(step, reference=args.teacher_reference, golden=goldens.get(step["task_id"]))
-    episodes = run_agent(args, out, judge=judge)
+    episodes = run_agent(args, out, judge, args.max_corrections, mark=lambda t: {**t, "train": t["success"]})
     summary = synthesis_summary(episodes)
     print(json.dumps(summary, indent=2))
     return summary
@@ -578,7 +578,7 @@ def teacher(args):
 PRESETS = {
     "quick": dict(task_types="find-non-living-thing,lifespan-longest-lived,lifespan-shortest-lived,"
                   "lifespan-longest-lived-then-shortest-lived",
-                  train_tasks=160, test_tasks=40, stage1_epochs=20, stage3_epochs=8),
+                  train_tasks=160, test_tasks=40, stage1_epochs=20, stage3_epochs=6),
     "full": dict(task_types="find-non-living-thing,lifespan-longest-lived,lifespan-shortest-lived,"
                  "lifespan-longest-lived-then-shortest-lived,find-living-thing,find-plant",
                  train_tasks=360, test_tasks=90, stage1_epochs=20, stage3_epochs=10),
@@ -597,22 +597,22 @@ def stage(name):
 
 
 def split_d1_u2(golden_file, run, seed):
-    """U1/U2: half of each task family's training tasks, chosen by seed."""
-    trajectories = load_trajectories(golden_file)
-    rng = random.Random(seed)
-    families = {}
-    for t in trajectories:
-        families.setdefault(t["task"].split("/")[0], []).append(t)
-    d1, u2 = [], []
-    for group in families.values():
-        rng.shuffle(group)
-        d1 += group[: len(group) // 2]
-        u2 += group[len(group) // 2:]
-    for name, part in (("d1.jsonl", d1), ("u2_golden.jsonl", u2)):
-        if not (run / name).exists():
-            write_jsonl_atomic(run / name, part)
-    (run / "u2_tasks.txt").write_text("".join(t["task"] + "\n" for t in u2))
-    return d1, u2
+    """U1/U2: half of each task family's training tasks, chosen by seed (kept once written)."""
+    d1_file, u2_file = run / "d1.jsonl", run / "u2_golden.jsonl"
+    if not u2_file.exists():
+        rng = random.Random(seed)
+        families = {}
+        for t in load_trajectories(golden_file):
+            families.setdefault(t["task"].split("/")[0], []).append(t)
+        d1, u2 = [], []
+        for group in families.values():
+            rng.shuffle(group)
+            d1 += group[: len(group) // 2]
+            u2 += group[len(group) // 2:]
+        write_jsonl_atomic(d1_file, d1)
+        (run / "u2_tasks.txt").write_text("".join(t["task"] + "\n" for t in u2))
+        write_jsonl_atomic(u2_file, u2)  # last: its presence marks the split done
+    return load_trajectories(d1_file), load_trajectories(u2_file)
 
 
 def write_jsonl_atomic(path, records):
@@ -676,7 +676,7 @@ def training_settings(args, epochs):
     scratch = args.model is None
     return dict(lr=args.lr or (3e-3 if scratch else 2e-5), epochs=args.epochs or (epochs if scratch else 3),
                 batch_tokens=args.batch_tokens or (8192 if scratch else 4096), grad_accum=1 if scratch else 16,
-                max_len=2048 if scratch else 4096, warmup=0.03, seed=args.seed, device=args.device,
+                max_len=4096, warmup=0.03, seed=args.seed, device=args.device,
                 threads=args.threads, grad_ckpt=not scratch, save_every=0 if scratch else 50)
 
 
@@ -687,12 +687,14 @@ def pipeline(args):
     run = Path(args.out or ("runs/quick" if args.quick else "runs/default"))
     run.mkdir(parents=True, exist_ok=True)
     task_types = args.task_types or preset["task_types"]
-    common = dict(env=args.env, task_types=task_types, device=args.device, parallel=args.parallel)
+    common = dict(env=args.env, task_types=task_types, device=args.device, parallel=args.parallel,
+                  max_steps=args.max_steps)
 
     stage("1/7 golden trajectories (the engine's expert, train split)")
     golden_file = Path(args.golden) if args.golden else run / "golden.jsonl"
     if not args.golden:
-        golden(command_args("golden", split="train", tasks=preset["train_tasks"], out=golden_file, **common))
+        golden(command_args("golden", split="train", tasks=args.train_tasks or preset["train_tasks"], out=golden_file,
+                            **common))
     d1, u2 = split_d1_u2(golden_file, run, args.seed)
     log.info("D1: %d golden trajectories, U2: %d tasks", len(d1), len(u2))
 
@@ -707,7 +709,8 @@ def pipeline(args):
     with teacher_endpoint(args.teacher_url) as url:
         synthesize(command_args("synthesize", model=run / "base", split="train", task_file=run / "u2_tasks.txt",
                                 teacher_url=url, teacher_model=args.teacher_model, out=run / "reflected.jsonl",
-                                max_invalid=args.max_invalid, **common))
+                                teacher_reference=args.teacher_reference, golden=args.golden,
+                                max_corrections=args.max_corrections, max_invalid=args.max_invalid, **common))
 
     stage("5/7 stage 3: STeP and the baselines, same seed and budget")
     start_from = run / "base" if args.stage3_from == "base-agent" else model_dir
@@ -720,7 +723,7 @@ def pipeline(args):
     stage("6/7 evaluation on held-out tasks (test split)")
     summaries = {}
     for name in ["base", *args.variants]:
-        summaries[name] = evaluate(command_args("eval", model=run / name, split="test", tasks=preset["test_tasks"],
+        summaries[name] = evaluate(command_args("eval", model=run / name, split="test", tasks=args.test_tasks or preset["test_tasks"],
                                                 out=run / "eval" / name, max_invalid=args.max_invalid, **common))
 
     stage("7/7 results")
@@ -732,13 +735,13 @@ def write_results(run, args, summaries):
     for name, summary in summaries.items():
         metric = next(iter(summary.values()))  # one (env, split) per evaluation
         trained = json.loads((run / name / "train_summary.json").read_text())
-        rows.append({"variant": name, "score": metric["score"], "success_rate": metric["success_rate"],
+        rows.append({"variant": name, "score": metric["metric"], "success_rate": metric["success_rate"],
                      "episodes": metric["episodes"], "trained_trajectories": trained["data"]["samples"],
                      "trained_tokens": trained["tokens"], "trainable_tokens": trained["trainable_tokens"]})
     results = {"env": args.env, "seed": args.seed, "quick": args.quick, "rows": rows}
     (run / "results.json").write_text(json.dumps(results, indent=2))
     header = "| variant | score | success % | episodes | trained trajectories | tokens | trainable tokens |\n|---|---|---|---|---|---|---|\n"
-    table = header + "".join(f"| {r['variant']} | {r['score']:.1f} | {100 * r['success_rate']:.1f} | {r['episodes']} | "
+    table = header + "".join(f"| {r['variant']} | {r['score']:.1f} | {r['success_rate']:.1f} | {r['episodes']} | "
                              f"{r['trained_trajectories']} | {r['trained_tokens']} | {r['trainable_tokens']} |\n" for r in rows)
     (run / "results.md").write_text(f"# STeP on {args.env} (seed {args.seed})\n\n" + table)
     print("\n" + table)
@@ -805,6 +808,7 @@ def add_agent_options(p, split_default):
     p.add_argument("--max-invalid", type=positive_int, default=None,
                    help="end an episode after this many invalid actions in a row")
     p.add_argument("--max-new-tokens", type=positive_int, default=128, help="reply length limit per turn")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="episode limit (default: the environment's)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", required=True)
 
@@ -857,11 +861,14 @@ def add_commands(commands):
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--stage3-from", choices=["base-agent", "model"], default="base-agent",
                    help="stage 3 continues the base agent (cheap), or starts from --model as in the paper")
+    p.add_argument("--train-tasks", type=positive_int, default=None, help="training tasks (D1 + U2); default: the preset's")
+    p.add_argument("--test-tasks", type=positive_int, default=None, help="held-out evaluation tasks; default: the preset's")
     p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-tokens", type=positive_int, default=None)
     p.add_argument("--parallel", type=positive_int, default=8)
     p.add_argument("--max-invalid", type=positive_int, default=5)
+    p.add_argument("--max-steps", type=positive_int, default=None, help="episode limit (default: the environment's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads; default: physical cores")
@@ -899,6 +906,8 @@ def command_args(command, **values):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for chatty in ("py4j", "scienceworld"):  # the engine's bridge logs every JVM start and stop
+        logging.getLogger(chatty).setLevel(logging.ERROR)
     try:
         args.run(args)
     except (StepError, ValueError, FileNotFoundError) as e:

@@ -6,8 +6,10 @@ import json
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
+
+from data import JSONHandler
 
 PRODUCTS = {
     "B0TEA00001": {"title": "Organic green tea, 100 tea bags", "price": 12.99,
@@ -96,17 +98,11 @@ class Shop:
         return self.observation(), 0.0, False
 
 
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+class Handler(JSONHandler):
+    protocol_version = "HTTP/1.0"  # one request per connection, as simple fixture servers do
 
     def reply(self, obj, code=200):
-        data = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(code, obj)
 
     def faulty(self, path):
         """Plays the fault set for this path, if any; True when it answered in its place."""
