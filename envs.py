@@ -106,6 +106,11 @@ class SciWorld:
     max_steps (default: the task's limit), look_outside (insert `look around` into the lifespan
     gold paths, see look_after_arriving_outside), timeout (seconds an engine call may take)."""
     name = "sciworld"
+
+    @staticmethod
+    def family(task_id):
+        """The task type of an id "task/variation"."""
+        return task_id.rsplit("/", 1)[0]
     instruction = SCIWORLD_INSTRUCTION
 
     def __init__(self, split, tasks=None, simplification="easy", max_steps=None, look_outside=True, timeout=300.0):
@@ -320,6 +325,11 @@ class AlfWorldEnv:
     valid_unseen or unseen). Options: data_dir (holds json_2.1.1/; default $ALFWORLD_DATA, else
     the games shipped in alfworld_data/), max_steps (40, ETO's limit)."""
     name = "alfworld"
+
+    @staticmethod
+    def family(task_id):
+        """The task type of an id "split/type-object-...-scene/trial_N"."""
+        return task_id.split("/")[-2].split("-")[0]
     instruction = ALFWORLD_INSTRUCTION
 
     def __init__(self, split, data_dir=None, max_steps=40):
@@ -415,6 +425,11 @@ class WebShopEnv:
     $WEBSHOP_URL, else http://127.0.0.1:36001), timeout (seconds per request), max_steps (10, ETO's
     limit), sessions ("start:stop", the session ids to use instead of the split's)."""
     name = "webshop"
+
+    @staticmethod
+    def family(task_id):
+        """WebShop's goals are of one kind."""
+        return "webshop"
     instruction = WEBSHOP_INSTRUCTION
 
     def __init__(self, split, url=None, timeout=60.0, max_steps=10, sessions=None):
@@ -516,6 +531,11 @@ class WebShopEnv:
 
 
 ENVS = {"sciworld": SciWorld, "alfworld": AlfWorldEnv, "webshop": WebShopEnv}  # name -> class(split, **options)
+
+
+def task_family(env_name, task_id):
+    """The task type a task id belongs to (for drawing tasks evenly across types)."""
+    return ENVS[env_name].family(task_id)
 
 
 def make_env(name, split, **options):

@@ -438,9 +438,9 @@ def env_options(args):
     return {**options, "max_steps": args.max_steps} if args.max_steps else options
 
 
-def select_tasks(task_ids, n=None, task_file=None):
+def select_tasks(env_name, task_ids, n=None, task_file=None):
     """The tasks to run: those listed in task_file, else the first n taken round-robin across task
-    families (the part of an id before '/'), so a small n still covers every family."""
+    families, so a small n still covers every family."""
     if task_file:
         wanted = [line.strip() for line in Path(task_file).read_text().splitlines() if line.strip()]
         unknown = sorted(set(wanted) - set(task_ids))
@@ -449,7 +449,7 @@ def select_tasks(task_ids, n=None, task_file=None):
         return wanted
     families = {}
     for task_id in task_ids:
-        families.setdefault(task_id.split("/")[0], []).append(task_id)
+        families.setdefault(envs.task_family(env_name, task_id), []).append(task_id)
     interleaved = [t for group in itertools.zip_longest(*families.values()) for t in group if t is not None]
     return interleaved[:n] if n else interleaved
 
@@ -480,7 +480,7 @@ def run_agent(args, out_file, judge=None, max_corrections=0, mark=lambda traject
     model, tokenizer = load_agent(args.model, args.device)
     env_factory = functools.partial(envs.make_env, args.env, args.split, **env_options(args))
     probe = env_factory()
-    task_ids = select_tasks(probe.task_ids(), args.tasks, args.task_file)
+    task_ids = select_tasks(args.env, probe.task_ids(), args.tasks, args.task_file)
     probe.close()
 
     envs.run_episodes(make_policy(model, tokenizer, args.max_new_tokens), env_factory, task_ids,
@@ -497,7 +497,7 @@ def golden(args):
     out.parent.mkdir(parents=True, exist_ok=True)
     env = envs.make_env(args.env, args.split, **env_options(args))
     done = finished_ids(out)
-    todo = [t for t in select_tasks(env.task_ids(), args.tasks, args.task_file) if t not in done]
+    todo = [t for t in select_tasks(args.env, env.task_ids(), args.tasks, args.task_file) if t not in done]
     failures = 0
     for task_id in tqdm(todo, desc=f"golden {args.env}/{args.split}", unit="task"):
         try:
@@ -589,7 +589,9 @@ VARIANTS = {  # name: (training data beside D1, mask errors, keep reflections)
     "golden-only": ("u2_golden.jsonl", True, True),
     "step": ("reflected.jsonl", True, True),
     "step-nomask": ("reflected.jsonl", False, True),
+    "step-noreflection": ("reflected.jsonl", True, False),
 }
+DEFAULT_VARIANTS = ["golden-only", "step", "step-nomask"]
 
 
 def stage(name):
@@ -603,7 +605,7 @@ def split_d1_u2(golden_file, run, seed):
         rng = random.Random(seed)
         families = {}
         for t in load_trajectories(golden_file):
-            families.setdefault(t["task"].split("/")[0], []).append(t)
+            families.setdefault(envs.task_family(t["env"], t["task"]), []).append(t)
         d1, u2 = [], []
         for group in families.values():
             rng.shuffle(group)
@@ -858,7 +860,8 @@ def add_commands(commands):
     p.add_argument("--task-types", default=None, help="task families (default: the preset's short SciWorld tasks)")
     p.add_argument("--model", default=None, help="start from this checkpoint (e.g. LLaMA-2-7B-Chat) instead of a scratch model")
     add_teacher_options(p, required=False)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS),
+                   help="stage 3 variants to train and evaluate beside the base agent")
     p.add_argument("--stage3-from", choices=["base-agent", "model"], default="base-agent",
                    help="stage 3 continues the base agent (cheap), or starts from --model as in the paper")
     p.add_argument("--train-tasks", type=positive_int, default=None, help="training tasks (D1 + U2); default: the preset's")

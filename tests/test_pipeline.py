@@ -134,3 +134,17 @@ def test_pipeline_runs_every_stage_at_a_tiny_size(tmp_path):
     assert all(p.read_bytes() == content for p, (_, content) in before.items())
     assert all(p.stat().st_mtime == mtime for p, (mtime, _) in before.items()
                if p.suffix in (".jsonl", ".safetensors", ".model"))
+
+
+def test_alfworld_golden_and_eval_commands(tmp_path):
+    """`golden` and `eval` work unchanged on ALFWorld's real engine (the shipped games)."""
+    step.golden(step.command_args("golden", env="alfworld", split="train", tasks=6, out=tmp_path / "golden.jsonl"))
+    golden = load_trajectories(tmp_path / "golden.jsonl")
+    assert len(golden) == 6 and all(t["success"] and t["env"] == "alfworld" for t in golden)
+    assert len({t["task"].split("/")[1].split("-")[0] for t in golden}) == 6  # round-robin: all six task types
+    model = step.scratch_model(tmp_path, golden, seed=0)
+    for split in ("valid_seen", "valid_unseen"):
+        summary = step.evaluate(step.command_args("eval", env="alfworld", model=model, split=split, tasks=2,
+                                                  out=tmp_path / split, max_new_tokens=8, max_steps=4))
+        assert summary[f"alfworld/{split}"]["episodes"] == 2
+        assert summary[f"alfworld/{split}"]["metric"] == summary[f"alfworld/{split}"]["success_rate"] == 0.0
