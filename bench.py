@@ -24,11 +24,11 @@ import model as M
 BENCH_CONFIG = dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=4, vocab_size=32000, hidden_dim=1408)
 
 
-def build_pair(device, dtype=torch.float32):
+def build_pair(device, config=BENCH_CONFIG, dtype=torch.float32):
     """Our Transformer and a transformers LlamaForCausalLM with the same weights."""
     import transformers
     torch.manual_seed(0)
-    ours = M.Transformer(M.ModelArgs(**BENCH_CONFIG)).to(device, dtype)
+    ours = M.Transformer(M.ModelArgs(**config)).to(device, dtype)
     config = transformers.LlamaConfig(**{k: v for k, v in ours.args.to_hf_config().items() if k != "torch_dtype"})
     reference = transformers.LlamaForCausalLM(config).to(device, dtype)
     reference.load_state_dict({M.hf_name(n): p for n, p in ours.state_dict().items()})
@@ -63,9 +63,9 @@ def train_step(m, optimizer, ids):
     optimizer.zero_grad(set_to_none=True)
 
 
-def report(title, ours, reference, unit, higher_is_better=True):
+def report(title, ours, reference, unit, higher_is_better=True, names=("model.py", "transformers")):
     ratio = ours / reference if higher_is_better else reference / ours
-    print(f"  {title:<44} model.py {ours:>10.1f} {unit}   transformers {reference:>10.1f} {unit}   ratio {ratio:5.2f}x")
+    print(f"  {title:<44} {names[0]} {ours:>10.1f} {unit}   {names[1]} {reference:>10.1f} {unit}   ratio {ratio:5.2f}x")
 
 
 def bench_model(device, batch=4, seq=256, prompt=64, new_tokens=64):
@@ -80,15 +80,26 @@ def bench_model(device, batch=4, seq=256, prompt=64, new_tokens=64):
         speeds.append(batch * seq / timed(step, 3, device))
     report("forward+backward tokens/s", *speeds, "tok/s")
 
-    prompts = ids[:, :prompt]
+    report(f"greedy decode tokens/s (prompt {prompt}, KV cache)", *decode_speeds(ours, reference, ids[:, :prompt],
+                                                                               new_tokens, device), "tok/s")
+    import step
+    scratch = dict(step.SCRATCH_MODEL, vocab_size=step.SCRATCH_VOCAB)
+    ours, reference = build_pair(device, scratch)
+    ids = torch.randint(3, scratch["vocab_size"], (8, prompt), device=device)
+    print(f"model: the built-in default's model {scratch}, batch 8")
+    report("greedy decode tokens/s (KV cache)", *decode_speeds(ours, reference, ids, new_tokens, device), "tok/s")
+
+
+def decode_speeds(ours, reference, prompts, new_tokens, device):
     ours.eval(), reference.eval()
+
     def ours_decode():
         M.generate(ours, prompts.tolist(), new_tokens, eos_id=-1)
+
     def reference_decode():
         reference.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=new_tokens,
                            min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
-    speeds = [batch * new_tokens / timed(fn, 2, device) for fn in (ours_decode, reference_decode)]
-    report(f"greedy decode tokens/s (prompt {prompt}, KV cache)", *speeds, "tok/s")
+    return [len(prompts) * new_tokens / timed(fn, 2, device) for fn in (ours_decode, reference_decode)]
 
 
 def activation_bytes(m, ids):
@@ -158,9 +169,8 @@ def bench_envs(device):
         stock += [timed_once(env.engine.step, a) for a in gold[task_id]]
     env.close()
     print(f"envs: SciWorld, {len(ours)} steps of {len(task_ids)} gold replays ({', '.join(BENCH_TASKS)})")
-    report("step latency, mean (lower is better)", 1000 * statistics.mean(ours), 1000 * statistics.mean(stock),
-           "ms", higher_is_better=False)
-    print("  (reference column here: the stock ScienceWorld env.step; goal: ours <= 0.2x of it)")
+    report("step latency, mean (ratio: stock / ours)", 1000 * statistics.mean(ours), 1000 * statistics.mean(stock),
+           "ms", higher_is_better=False, names=("envs.py", "stock env.step"))
     agent_episodes_per_minute(device)
 
 
@@ -183,23 +193,22 @@ def scratch_agent(device):
     return model, tokenizer
 
 
-def episodes_per_minute(parallel, n_episodes, device, judge=None, max_new_tokens=24):
+def episodes_per_minute(parallel, n_episodes, device, judge=None, max_new_tokens=24, max_corrections=5):
+    """Steady-state throughput: the slots' environments (one JVM each) are started before the clock."""
     import envs
     import step
     model, tokenizer = scratch_agent(device)
     policy = step.make_policy(model, tokenizer, max_new_tokens)
-    factory = lambda: envs.make_env("sciworld", "dev", tasks=BENCH_TASKS[:1], max_steps=8)  # noqa: E731
-    probe = factory()
-    task_ids = probe.task_ids()[:n_episodes]
-    probe.close()
+    started = [envs.make_env("sciworld", "dev", tasks=BENCH_TASKS[:1], max_steps=12) for _ in range(parallel)]
+    task_ids = started[0].task_ids()[:n_episodes]
     start = time.perf_counter()
-    envs.run_episodes(policy, factory, task_ids, parallel=parallel, judge=judge, max_corrections=2)
+    envs.run_episodes(policy, started.pop, task_ids, parallel=parallel, judge=judge, max_corrections=max_corrections)
     return 60 * n_episodes / (time.perf_counter() - start)
 
 
 def agent_episodes_per_minute(device, n_episodes=16):
     one, eight = (episodes_per_minute(p, n_episodes, device) for p in (1, 8))
-    print(f"  agent episodes/min (random tiny model, 8 steps): 1 parallel {one:.1f}, "
+    print(f"  agent episodes/min (random tiny model, 12 steps): 1 parallel {one:.1f}, "
           f"8 parallel {eight:.1f}: {eight / one:.2f}x")
 
 
