@@ -592,6 +592,7 @@ VARIANTS = {  # name: (training data beside D1, mask errors, keep reflections)
     "step-noreflection": ("reflected.jsonl", True, False),
 }
 DEFAULT_VARIANTS = ["golden-only", "step", "step-nomask"]
+EVAL_SPLITS = {"sciworld": ["test"], "alfworld": ["valid_seen", "valid_unseen"], "webshop": ["test"]}
 
 
 def stage(name):
@@ -599,18 +600,17 @@ def stage(name):
 
 
 def split_d1_u2(golden_file, run, seed):
-    """U1/U2: half of each task family's training tasks, chosen by seed (kept once written)."""
+    """U1/U2: about half of each task family's training tasks, chosen by seed (kept once written)."""
     d1_file, u2_file = run / "d1.jsonl", run / "u2_golden.jsonl"
     if not u2_file.exists():
         rng = random.Random(seed)
         families = {}
         for t in load_trajectories(golden_file):
             families.setdefault(envs.task_family(t["env"], t["task"]), []).append(t)
-        d1, u2 = [], []
         for group in families.values():
             rng.shuffle(group)
-            d1 += group[: len(group) // 2]
-            u2 += group[len(group) // 2:]
+        ordered = [t for group in families.values() for t in group]
+        d1, u2 = ordered[0::2], ordered[1::2]  # alternating: each family halved, the totals too
         write_jsonl_atomic(d1_file, d1)
         (run / "u2_tasks.txt").write_text("".join(t["task"] + "\n" for t in u2))
         write_jsonl_atomic(u2_file, u2)  # last: its presence marks the split done
@@ -688,7 +688,7 @@ def pipeline(args):
     preset = PRESETS["quick" if args.quick else "full"]
     run = Path(args.out or ("runs/quick" if args.quick else "runs/default"))
     run.mkdir(parents=True, exist_ok=True)
-    task_types = args.task_types or preset["task_types"]
+    task_types = args.task_types or (preset["task_types"] if args.env == "sciworld" else None)
     common = dict(env=args.env, task_types=task_types, device=args.device, parallel=args.parallel,
                   max_steps=args.max_steps)
 
@@ -722,29 +722,35 @@ def pipeline(args):
                            mask_errors=mask_errors, reflection=reflection,
                            **training_settings(args, preset["stage3_epochs"])))
 
-    stage("6/7 evaluation on held-out tasks (test split)")
+    stage("6/7 evaluation on held-out tasks")
     summaries = {}
     for name in ["base", *args.variants]:
-        summaries[name] = evaluate(command_args("eval", model=run / name, split="test", tasks=args.test_tasks or preset["test_tasks"],
-                                                out=run / "eval" / name, max_invalid=args.max_invalid, **common))
+        for split in EVAL_SPLITS[args.env]:
+            out = run / "eval" / name / (split if len(EVAL_SPLITS[args.env]) > 1 else "")
+            summaries[name] = {**summaries.get(name, {}), **evaluate(command_args(
+                "eval", model=run / name, split=split, tasks=args.test_tasks or preset["test_tasks"], out=out,
+                max_invalid=args.max_invalid, **common))}
 
     stage("7/7 results")
     write_results(run, args, summaries)
 
 
 def write_results(run, args, summaries):
+    """results.json and results.md: a row per variant and evaluation split, data sizes beside scores."""
     rows = []
     for name, summary in summaries.items():
-        metric = next(iter(summary.values()))  # one (env, split) per evaluation
         trained = json.loads((run / name / "train_summary.json").read_text())
-        rows.append({"variant": name, "score": metric["metric"], "success_rate": metric["success_rate"],
-                     "episodes": metric["episodes"], "trained_trajectories": trained["data"]["samples"],
-                     "trained_tokens": trained["tokens"], "trainable_tokens": trained["trainable_tokens"]})
+        for env_split, metric in summary.items():
+            rows.append({"variant": name, "split": env_split.split("/")[1], "score": metric["metric"],
+                         "success_rate": metric["success_rate"], "episodes": metric["episodes"],
+                         "trained_trajectories": trained["data"]["samples"], "trained_tokens": trained["tokens"],
+                         "trainable_tokens": trained["trainable_tokens"]})
     results = {"env": args.env, "seed": args.seed, "quick": args.quick, "rows": rows}
     (run / "results.json").write_text(json.dumps(results, indent=2))
-    header = "| variant | score | success % | episodes | trained trajectories | tokens | trainable tokens |\n|---|---|---|---|---|---|---|\n"
-    table = header + "".join(f"| {r['variant']} | {r['score']:.1f} | {r['success_rate']:.1f} | {r['episodes']} | "
-                             f"{r['trained_trajectories']} | {r['trained_tokens']} | {r['trainable_tokens']} |\n" for r in rows)
+    columns = ["variant", "split", "score", "success %", "episodes", "trained trajectories", "tokens", "trainable tokens"]
+    table = "| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|\n" + "".join(
+        f"| {r['variant']} | {r['split']} | {r['score']:.1f} | {r['success_rate']:.1f} | {r['episodes']} | "
+        f"{r['trained_trajectories']} | {r['trained_tokens']} | {r['trainable_tokens']} |\n" for r in rows)
     (run / "results.md").write_text(f"# STeP on {args.env} (seed {args.seed})\n\n" + table)
     print("\n" + table)
 

@@ -148,3 +148,19 @@ def test_alfworld_golden_and_eval_commands(tmp_path):
                                                   out=tmp_path / split, max_new_tokens=8, max_steps=4))
         assert summary[f"alfworld/{split}"]["episodes"] == 2
         assert summary[f"alfworld/{split}"]["metric"] == summary[f"alfworld/{split}"]["success_rate"] == 0.0
+
+
+def test_pipeline_runs_unchanged_on_alfworld(tmp_path):
+    """The same pipeline on ALFWorld's real engine: planner golden data, evaluation on seen and unseen."""
+    run = tmp_path / "run"
+    command = [sys.executable, str(REPO / "step.py"), "pipeline", "--quick", "--env", "alfworld", "--out", str(run),
+               "--train-tasks", "6", "--test-tasks", "2", "--epochs", "1", "--parallel", "2", "--threads", "1",
+               "--variants", "step", "--max-corrections", "20"]
+    subprocess.run(command, cwd=REPO, check=True, env={**os.environ, "TQDM_DISABLE": "1"}, capture_output=True,
+                   timeout=600)
+    results = json.loads((run / "results.json").read_text())
+    assert [(r["variant"], r["split"]) for r in results["rows"]] == [
+        ("base", "valid_seen"), ("base", "valid_unseen"), ("step", "valid_seen"), ("step", "valid_unseen")]
+    assert all(r["episodes"] == 2 for r in results["rows"])
+    reflected = read_jsonl(run / "reflected.jsonl")
+    assert len(reflected) == 3 and all(t["env"] == "alfworld" and t["source"] == "reflected" for t in reflected)
