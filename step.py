@@ -445,7 +445,7 @@ def select_tasks(env_name, task_ids, n=None, task_file=None):
         wanted = [line.strip() for line in Path(task_file).read_text().splitlines() if line.strip()]
         unknown = sorted(set(wanted) - set(task_ids))
         if unknown:
-            raise SystemExit(f"{task_file}: unknown task ids for this split: {unknown[:5]}")
+            raise StepError(f"{task_file}: unknown task ids for this split: {unknown[:5]}")
         return wanted
     families = {}
     for task_id in task_ids:
@@ -486,7 +486,8 @@ def run_agent(args, out_file, judge=None, max_corrections=0, mark=lambda traject
     envs.run_episodes(make_policy(model, tokenizer, args.max_new_tokens), env_factory, task_ids,
                       parallel=args.parallel, judge=judge, max_corrections=max_corrections, max_invalid=args.max_invalid,
                       done_ids=finished_ids(out_file), on_episode=lambda t: append_jsonl(out_file, mark(t)))
-    return [t for t in read_jsonl(out_file) if t["task"] in set(task_ids)]
+    selected = set(task_ids)
+    return [t for t in read_jsonl(out_file) if t["task"] in selected]
 
 
 # ----------------------------------------------------------------------------- golden / eval / synthesize / teacher
@@ -526,7 +527,7 @@ def teacher_reference_lookup(args):
     if args.teacher_reference != "golden":
         return {}
     if not args.golden:
-        raise SystemExit("--teacher-reference golden needs --golden FILE with the tasks' golden trajectories")
+        raise StepError("--teacher-reference golden needs --golden FILE with the tasks' golden trajectories")
     return {t["task"]: t["messages"] for t in load_trajectories(args.golden)}
 
 
