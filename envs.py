@@ -106,12 +106,12 @@ class SciWorld:
     max_steps (default: the task's limit), look_outside (insert `look around` into the lifespan
     gold paths, see look_after_arriving_outside), timeout (seconds an engine call may take)."""
     name = "sciworld"
+    instruction = SCIWORLD_INSTRUCTION
 
     @staticmethod
     def family(task_id):
         """The task type of an id "task/variation"."""
         return task_id.rsplit("/", 1)[0]
-    instruction = SCIWORLD_INSTRUCTION
 
     def __init__(self, split, tasks=None, simplification="easy", max_steps=None, look_outside=True, timeout=300.0):
         if split not in SCIWORLD_SPLITS:

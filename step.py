@@ -248,10 +248,15 @@ def save_final(model, out, files):
     staging.rmdir()
 
 
-def write_json(path, obj):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+def write_atomic(path, text):
+    """Write a whole file through a temporary one, so a reader never sees half of it."""
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path, obj):
+    write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def truncate_log(path, last_step):
@@ -478,14 +483,17 @@ def finished_ids(path):
 def run_agent(args, out_file, judge=None, max_corrections=0, mark=lambda trajectory: trajectory):
     """Episodes of the agent in --model on the selected tasks, appended to out_file as they finish."""
     model, tokenizer = load_agent(args.model, args.device)
-    env_factory = functools.partial(envs.make_env, args.env, args.split, **env_options(args))
-    probe = env_factory()
-    task_ids = select_tasks(args.env, probe.task_ids(), args.tasks, args.task_file)
-    probe.close()
-
-    envs.run_episodes(make_policy(model, tokenizer, args.max_new_tokens), env_factory, task_ids,
-                      parallel=args.parallel, judge=judge, max_corrections=max_corrections, max_invalid=args.max_invalid,
-                      done_ids=finished_ids(out_file), on_episode=lambda t: append_jsonl(out_file, mark(t)))
+    new_env = functools.partial(envs.make_env, args.env, args.split, **env_options(args))
+    spare = [new_env()]  # lists the tasks, then serves as the first slot's env (a JVM start saved)
+    task_ids = select_tasks(args.env, spare[0].task_ids(), args.tasks, args.task_file)
+    try:
+        envs.run_episodes(make_policy(model, tokenizer, args.max_new_tokens),
+                          lambda: spare.pop() if spare else new_env(), task_ids, parallel=args.parallel,
+                          judge=judge, max_corrections=max_corrections, max_invalid=args.max_invalid,
+                          done_ids=finished_ids(out_file), on_episode=lambda t: append_jsonl(out_file, mark(t)))
+    finally:
+        for env in spare:  # unused when every task was already done
+            env.close()
     selected = set(task_ids)
     return [t for t in read_jsonl(out_file) if t["task"] in selected]
 
@@ -518,7 +526,7 @@ def evaluate(args):
     out.mkdir(parents=True, exist_ok=True)
     episodes = run_agent(args, out / "episodes.jsonl")
     summary = envs.summarize(episodes)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary)
     print(json.dumps(summary, indent=2))
     return summary
 
@@ -612,16 +620,10 @@ def split_d1_u2(golden_file, run, seed):
             rng.shuffle(group)
         ordered = [t for group in families.values() for t in group]
         d1, u2 = ordered[0::2], ordered[1::2]  # alternating: each family halved, the totals too
-        write_jsonl_atomic(d1_file, d1)
+        write_atomic(d1_file, "".join(json.dumps(t) + "\n" for t in d1))
         (run / "u2_tasks.txt").write_text("".join(t["task"] + "\n" for t in u2))
-        write_jsonl_atomic(u2_file, u2)  # last: its presence marks the split done
+        write_atomic(u2_file, "".join(json.dumps(t) + "\n" for t in u2))  # last: its presence marks the split done
     return load_trajectories(d1_file), load_trajectories(u2_file)
-
-
-def write_jsonl_atomic(path, records):
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, path)
 
 
 def tokenizer_texts(trajectories):
@@ -747,12 +749,12 @@ def write_results(run, args, summaries):
                          "trained_trajectories": trained["data"]["samples"], "trained_tokens": trained["tokens"],
                          "trainable_tokens": trained["trainable_tokens"]})
     results = {"env": args.env, "seed": args.seed, "quick": args.quick, "rows": rows}
-    (run / "results.json").write_text(json.dumps(results, indent=2))
+    write_json(run / "results.json", results)
     columns = ["variant", "split", "score", "success %", "episodes", "trained trajectories", "tokens", "trainable tokens"]
     table = "| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|\n" + "".join(
         f"| {r['variant']} | {r['split']} | {r['score']:.1f} | {r['success_rate']:.1f} | {r['episodes']} | "
         f"{r['trained_trajectories']} | {r['trained_tokens']} | {r['trainable_tokens']} |\n" for r in rows)
-    (run / "results.md").write_text(f"# STeP on {args.env} (seed {args.seed})\n\n" + table)
+    write_atomic(run / "results.md", f"# STeP on {args.env} (seed {args.seed})\n\n" + table)
     print("\n" + table)
 
 
@@ -812,7 +814,7 @@ def add_agent_options(p, split_default):
     p.add_argument("--split", default=split_default, help="train, dev/seen or test/unseen (ALFWorld: valid_seen...)")
     p.add_argument("--tasks", type=positive_int, default=None, help="the first N tasks, round-robin over task families")
     p.add_argument("--task-file", default=None, help="a file of task ids, one a line (instead of --tasks)")
-    p.add_argument("--task-types", default=None, help="comma-separated task families to draw from (SciWorld, ALFWorld)")
+    p.add_argument("--task-types", default=None, help="comma-separated SciWorld task families to draw from")
     p.add_argument("--parallel", type=positive_int, default=8, help="episodes at once (one batched generate per step)")
     p.add_argument("--max-invalid", type=positive_int, default=None,
                    help="end an episode after this many invalid actions in a row")
