@@ -213,9 +213,10 @@ def agent_episodes_per_minute(device, n_episodes=16):
 
 
 def bench_synthesis(device, n_episodes=16, delay_s=0.5):
-    import data
-    server = data.serve_oracle_teacher("127.0.0.1", 0, delay_s=delay_s)
-    client = data.TeacherClient(f"http://127.0.0.1:{server.server_address[1]}", "oracle", max_in_flight=8)
+    import oracle
+    import teacher
+    server = oracle.serve_oracle_teacher("127.0.0.1", 0, delay_s=delay_s)
+    client = teacher.TeacherClient(f"http://127.0.0.1:{server.server_address[1]}", "oracle", max_in_flight=8)
     judge = lambda step: client.judge(step)  # noqa: E731
     one, eight = (episodes_per_minute(p, n_episodes, device, judge) for p in (1, 8))
     server.shutdown()

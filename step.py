@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import envs
-from data import (IGNORE_INDEX, TeacherClient, append_jsonl, build_samples, collate, encode_prompt,
-                  length_grouped_batches, load_trajectories, marked_for_training, oracle_verdict, padding_fraction, read_jsonl,
-                  render_turn, serve_oracle_teacher, teacher_prompt)
+from data import (IGNORE_INDEX, append_jsonl, build_samples, collate, encode_prompt, length_grouped_batches,
+                  load_trajectories, marked_for_training, padding_fraction, read_jsonl, render_turn)
+from oracle import oracle_verdict, serve_oracle_teacher
+from teacher import TeacherClient, teacher_prompt
 from model import (CachedDecoder, ModelArgs, Tokenizer, Transformer, load_model, replace_dir, save_model,
                    train_tokenizer)
 

@@ -11,7 +11,8 @@ import pytest
 
 import envs
 import step
-from data import load_trajectories, marked_for_training, read_jsonl, serve_oracle_teacher
+from data import load_trajectories, marked_for_training, read_jsonl
+from oracle import serve_oracle_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_TYPES = "lifespan-longest-lived,lifespan-shortest-lived"

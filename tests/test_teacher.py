@@ -10,8 +10,8 @@ import pytest
 import requests
 
 from data import render_turn
-from data import (TeacherClient, TeacherError, parse_verdict, serve_oracle_teacher,
-                           teacher_prompt)
+from oracle import serve_oracle_teacher
+from teacher import TeacherClient, TeacherError, parse_verdict, teacher_prompt
 
 KEY = "sk-test-0123456789abcdef"
 STEP = {

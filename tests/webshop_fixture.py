@@ -9,7 +9,7 @@ import time
 from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-from data import JSONHandler
+from oracle import JSONHandler
 
 PRODUCTS = {
     "B0TEA00001": {"title": "Organic green tea, 100 tea bags", "price": 12.99,
