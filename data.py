@@ -1,4 +1,4 @@
-"""Trajectories: loading, validation, ETO conversion, LLaMA-2 chat encoding with partial masking,
+"""Trajectories: loading, validation, ETO conversion, chat encoding (LLaMA-2, LLaMA-3, ChatML) with partial masking,
 length-grouped batching. (The teacher of stage 2 is in teacher.py, the oracle teacher in oracle.py.)
 
 Data flows one way: trajectory dicts -> (token ids, labels) -> padded batches. Labels are aligned
@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import re
 from collections import Counter
 
 import torch
@@ -21,6 +22,10 @@ FIELDS = {"id": str, "env": str, "task": str, "split": str, "source": str, "mess
           "reward": (int, float), "success": bool}
 B_INST, E_INST = "[INST]", "[/INST]"
 B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
+# LLaMA-3: <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>, BOS before the first message.
+START_HEADER, END_HEADER, EOT = "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"
+# ChatML (Qwen2.5, SmolLM2): <|im_start|>role\ncontent<|im_end|>\n
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 
 
 def render_turn(action, thought=None, reflection=None):
@@ -81,6 +86,18 @@ def read_jsonl(path):
     return [record for _, record in jsonl_lines(path, torn_ok=True)]
 
 
+def write_atomic(path, text):
+    """Write a whole file through a temporary one, so a reader never sees half of it."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path, obj):
+    write_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
 # ----------------------------------------------------------------------------- validation
 
 def validate_trajectory(traj):
@@ -118,6 +135,14 @@ def validate_message(m, where):
         raise ValueError(f"{where}.loss: only assistant messages are trained, this is a {m['role']} message")
     if "reflection" in m and not {"thought", "action"} <= set(m):
         raise ValueError(f"{where}: a corrected turn needs 'thought' and 'action' besides 'reflection'")
+    if "thought" in m and "action" not in m:
+        raise ValueError(f"{where}: a turn with a 'thought' field needs its 'action' too")
+
+
+def turns_without_thought(traj):
+    """The assistant turns of a trajectory that have no "Thought:" line: golden trajectories written
+    before golden turns got thoughts (python step.py golden --annotate converts them)."""
+    return [m for m in traj["messages"] if m["role"] == "assistant" and not re.search(r"^Thought:", m["content"], re.M)]
 
 
 def validate_roles(roles):
@@ -204,41 +229,102 @@ def load_eto(path, env):
 # ----------------------------------------------------------------------------- chat encoding
 
 def dialog_turns(messages):
-    """[(user text, assistant message or None)] with the system message folded into the first user
-    message, as Meta's LLaMA-2 chat format does."""
+    """(system text or None, [(user text, assistant message or None)])."""
     roles = [m["role"] for m in messages]
-    if roles[:2] == ["system", "user"]:
-        first = B_SYS + messages[0]["content"] + E_SYS + messages[1]["content"]
-        messages = [{"role": "user", "content": first}] + list(messages[2:])
-    if not messages or any(m["role"] != ("user", "assistant")[i % 2] for i, m in enumerate(messages)):
+    system = messages[0]["content"] if roles[:1] == ["system"] else None
+    rest = messages[system is not None:]
+    if not rest or any(m["role"] != ("user", "assistant")[i % 2] for i, m in enumerate(rest)):
         raise ValueError(f"expected an optional system message, then user and assistant messages "
                          f"alternating; got roles {roles}")
-    return [(messages[i]["content"], messages[i + 1] if i + 1 < len(messages) else None)
-            for i in range(0, len(messages), 2)]
+    return system, [(rest[i]["content"], rest[i + 1] if i + 1 < len(rest) else None)
+                    for i in range(0, len(rest), 2)]
 
 
-def encode_user(tok, user):
-    return tok.encode(f"{B_INST} {user.strip()} {E_INST}", bos=True)
+def special(tok, piece):
+    """The id of a special token of the chat format; the error says when the vocabulary has none."""
+    try:
+        return tok.token_id(piece)
+    except KeyError as e:
+        raise ValueError(f"chat format {tok.chat_format!r}: {e.args[0]} (is --chat-format right?)") from None
 
 
-def encode_pair(tok, user, reply, loss):
-    """Ids and labels of one [BOS] [INST] user [/INST] assistant [EOS] pair. The user part is
-    encoded on its own and must be a prefix of the pair, or training and inference would see
-    different tokens for the same prompt."""
-    prompt = encode_user(tok, user)
-    ids = tok.encode(f"{B_INST} {user.strip()} {E_INST} {reply.strip()} ", bos=True, eos=True)
-    if ids[:len(prompt)] != prompt:
-        raise ValueError(f"the tokenizer merges tokens across {E_INST!r}: the prompt's tokens are not a "
-                         f"prefix of the pair's tokens (user {user[-60:]!r})")
-    answer = ids[len(prompt):]
-    return ids, [IGNORE_INDEX] * len(prompt) + (answer if loss else [IGNORE_INDEX] * len(answer))
+def end_of_turn_id(tok):
+    """The token that ends an assistant turn: trained with the reply, and where generation stops."""
+    if tok.chat_format == "llama2":
+        return tok.eos_id
+    return special(tok, EOT if tok.chat_format == "llama3" else IM_END)
+
+
+def llama2_user(user, system):
+    """Meta's LLaMA-2 format folds the system message into the first user message."""
+    return (user if system is None else B_SYS + system + E_SYS + user).strip()
+
+
+def llama3_message(tok, role, content):
+    return [special(tok, START_HEADER)] + tok.encode(role) + [special(tok, END_HEADER)] + \
+        tok.encode("\n\n" + content.strip()) + [special(tok, EOT)]
+
+
+def chatml_message(tok, role, content):
+    return [special(tok, IM_START)] + tok.encode(f"{role}\n{content}") + [special(tok, IM_END)] + tok.encode("\n")
+
+
+def encode_user(tok, user, system=None, first=True):
+    """Ids of a user turn up to where the assistant's reply begins (what the model sees before it
+    replies), with the system message (given with the first turn) and BOS where the format puts them.
+    Text between special tokens is one segment, encoded as the reference tokenizes the rendered chat;
+    the reply header is a segment of its own, since the model generates the reply after it."""
+    if tok.chat_format == "llama2":
+        return tok.encode(f"{B_INST} {llama2_user(user, system)} {E_INST}", bos=True)
+    if tok.chat_format == "llama3":
+        opening = tok.encode("", bos=first)  # BOS before the first message only
+        opening += llama3_message(tok, "system", system) if system is not None else []
+        reply_header = [special(tok, START_HEADER)] + tok.encode("assistant") + [special(tok, END_HEADER)]
+        return opening + llama3_message(tok, "user", user) + reply_header + tok.encode("\n\n")
+    opening = chatml_message(tok, "system", system) if system is not None else []
+    return opening + chatml_message(tok, "user", user) + [special(tok, IM_START)] + tok.encode("assistant\n")
+
+
+def encode_reply(tok, content):
+    """(the reply's content and end-of-turn token: what is trained, what the format writes after it)."""
+    if tok.chat_format == "llama2":
+        return tok.encode(f"{content.strip()} ") + [end_of_turn_id(tok)], []
+    if tok.chat_format == "llama3":
+        return tok.encode(content.strip()) + [end_of_turn_id(tok)], []
+    return tok.encode(content) + [end_of_turn_id(tok)], tok.encode("\n")
+
+
+def encode_pair(tok, user, reply, system=None, first=True):
+    """Ids and labels of one user turn and the assistant's reply (reply None: the user turn alone).
+    Labels cover the reply and its end-of-turn token when reply["loss"], nothing else. The user turn
+    is encoded on its own, so the prompt the agent sees is a prefix of the ids it was trained on."""
+    prompt = encode_user(tok, user, system, first)
+    if reply is None:
+        return prompt, [IGNORE_INDEX] * len(prompt)
+    answer, after = encode_reply(tok, reply["content"])
+    if tok.chat_format == "llama2":  # Meta encodes the pair as one string: it must give the same tokens
+        whole = tok.encode(f"{B_INST} {llama2_user(user, system)} {E_INST} {reply['content'].strip()} ",
+                           bos=True, eos=True)
+        if whole != prompt + answer:
+            raise ValueError(f"the tokenizer merges tokens across {E_INST!r}: the pair's tokens are not the prompt's "
+                             f"followed by the reply's, so the prompt is no prefix (user {user[-60:]!r})")
+    trained = answer if reply["loss"] else [IGNORE_INDEX] * len(answer)
+    return prompt + answer + after, [IGNORE_INDEX] * len(prompt) + trained + [IGNORE_INDEX] * len(after)
+
+
+def encode_turns(tok, messages):
+    """(ids, labels) per user turn with its reply, in tok.chat_format; a last user turn without a
+    reply is the prompt alone."""
+    system, turns = dialog_turns(messages)
+    return [encode_pair(tok, user, reply, system if i == 0 else None, first=i == 0)
+            for i, (user, reply) in enumerate(turns)]
 
 
 def encode_pairs(tok, messages):
-    turns = dialog_turns(messages)
-    if turns[-1][1] is None:
+    pairs = encode_turns(tok, messages)
+    if messages[-1]["role"] != "assistant":
         raise ValueError("the messages end on a user message: nothing to train (encode_prompt is for inference)")
-    return [encode_pair(tok, user, a["content"], a["loss"]) for user, a in turns]
+    return pairs
 
 
 def pairs_that_fit(pairs, max_len):
@@ -256,42 +342,51 @@ def join_pairs(pairs):
 
 
 def encode_chat(tok, messages, max_len=None):
-    """(ids, labels) in LLaMA-2 chat format; with max_len, the longest prefix of whole pairs that fits."""
+    """(ids, labels) in tok.chat_format; with max_len, the longest prefix of whole pairs that fits."""
     pairs = encode_pairs(tok, messages)
     return join_pairs(pairs[:pairs_that_fit(pairs, max_len)])
 
 
 def encode_prompt(tok, messages):
     """The ids the model sees before it replies to the last (user) message."""
-    *history, (user, last) = dialog_turns(messages)
-    if last is not None:
+    pairs = encode_turns(tok, messages)
+    if messages[-1]["role"] != "user":
         raise ValueError("encode_prompt: the messages must end on a user message")
-    return [i for u, a in history for i in encode_pair(tok, u, a["content"], False)[0]] + encode_user(tok, user)
+    return join_pairs(pairs)[0]
 
 
 # ----------------------------------------------------------------------------- training samples
 
-def apply_variant(traj, mask_errors=True, reflection=True):
-    """What is trained of a stored trajectory: error steps masked or not, corrections with or
-    without their reflection. Golden trajectories pass through unchanged. Returns a new dict."""
+REFLECTION_PLACEMENTS = ("line", "thought")
+
+
+def apply_variant(traj, mask_errors=True, reflection=True, placement="line"):
+    """What is trained of a stored trajectory: error steps masked or not; corrections with their
+    reflection on a line of its own before the thought (placement "line", as stored), at the start
+    of the thought ("thought"), or without it (reflection False). Golden trajectories pass through
+    unchanged. Returns a new dict."""
+    if placement not in REFLECTION_PLACEMENTS:
+        raise ValueError(f"reflection placement must be one of {REFLECTION_PLACEMENTS}, got {placement!r}")
     out = copy.deepcopy(traj)
     if out["source"] == "golden":
         return out
     for m in out["messages"]:
         if m.get("error"):
             m["loss"] = not mask_errors
-        if not reflection and "reflection" in m:
+        if "reflection" in m and not reflection:
             m["content"] = render_turn(m["action"], m["thought"])
             del m["reflection"]
+        elif "reflection" in m and placement == "thought":
+            m["content"] = render_turn(m["action"], f"{m['reflection']} {m['thought']}")
     return out
 
 
-def build_samples(tok, trajectories, max_len, mask_errors=True, reflection=True):
+def build_samples(tok, trajectories, max_len, mask_errors=True, reflection=True, placement="line"):
     """(ids, labels) per trajectory, with what was truncated (at a pair boundary) or dropped."""
     samples, truncated, drops = [], 0, Counter()
     for traj in tqdm(trajectories, desc="encoding", unit="traj", leave=False):
         try:
-            pairs = encode_pairs(tok, apply_variant(traj, mask_errors, reflection)["messages"])
+            pairs = encode_pairs(tok, apply_variant(traj, mask_errors, reflection, placement)["messages"])
         except ValueError as e:
             raise ValueError(f"trajectory {traj.get('id')!r}: {e}") from None
         kept = pairs_that_fit(pairs, max_len)

@@ -3,11 +3,13 @@
     env = make_env("sciworld", "dev", tasks=["find-plant"])
     first = env.reset(env.task_ids()[0])      # the task and the first observation
     obs, reward, done, info = env.step("look around")
-    env.expert_action()                       # the expert's next action, or None
+    env.expert_action()                       # the expert's next action from here, or None
+    env.expert_plan()                         # its whole plan from here ([] once won, None: no way to win)
 
 `run_episodes` plays many episodes at once (one env per slot, the policy called once per step for
 all of them), optionally watched by a judge that corrects wrong steps (STeP's self-reflected
-trajectories); `golden_trajectory` replays the expert; `summarize` gives each split's metric.
+trajectories; the judge is told what the environment knows about each step: step_facts);
+`golden_trajectory` replays the expert; `summarize` gives each split's metric.
 Imports no other module of this project.
 """
 import contextlib
@@ -70,22 +72,47 @@ SCIWORLD_MAX_STEPS = {
     "mendelian-genetics-known-plant": 50, "mendelian-genetics-unknown-plant": 50,
 }
 
-# The engine's answers to input it could not turn into an action.
+# The engine's answers to input it could not turn into an action, or refused to carry out.
 SCIWORLD_INVALID = ("No known action matches that input.", "Unknown action.", "ERROR: Unknown response",
-                    "ERROR: Value out of range", "Ambiguous request: Multiple different possible actions")
+                    "ERROR: Value out of range", "Ambiguous request: Multiple different possible actions",
+                    "It's not clear how to", "Its not clear how to", "You can't", "That can't", "Something can't",
+                    "The door is not open.", "The door doesn't appear to go anywhere.")
+
+# The engine's question when an action could mean several things: the next input must be a number.
+SCIWORLD_QUESTION = "Ambiguous request"
 
 # Per process, shared by all SciWorld objects: both cost an engine load to find out.
 _SPLIT_VARIATIONS = {}  # task -> {"train": [...], "dev": [...], "test": [...]}
 _GOLD_PATHS = {}  # (task, variation, simplification) -> the engine's gold actions
+
+# The engine keeps its things in hash sets of objects that do not define hashCode, so rooms list
+# them, worlds are built and gold paths chosen in the order of Java's identity hashes, which
+# depend on the JVM thread serving the call and on what that thread hashed before. With
+# hashCode=2 every identity hash is 1: hash sets keep insertion order, the same in every JVM.
+DETERMINISTIC_JVM = "-XX:+UnlockExperimentalVMOptions -XX:hashCode=2"
+NAVIGATION = ("open door to ", "go to ", "teleport to ")
+# Steps after which the expert's plan still holds without a check in the engine: they only look,
+# or move the agent (the plan starts from the room it is in). Other steps the plan did not
+# contain are checked by playing the plan in a reloaded copy of the episode.
+HARMLESS = ("look around", "look at ", "look in ", "examine ", "inventory", "task", "close door to ") + NAVIGATION
+ROOM = re.compile(r"This (?:room|outside location) is called the (.+?)\.")
 
 
 def norm_action(action):
     return " ".join(action.lower().split())
 
 
+def is_navigation(action):
+    return norm_action(action).startswith(NAVIGATION)
+
+
+def is_harmless(action):
+    return norm_action(action).startswith(HARMLESS)
+
+
 def unordered(observation):
-    """The parts of an observation, sorted: the engine lists things in an order that changes from
-    one load of a task to the next (JVM hash order), so compare observations through this."""
+    """The parts of an observation, sorted: observations recorded before the engine ran with
+    DETERMINISTIC_JVM list things in another order; compare those through this."""
     return sorted(re.split(r"[\n,]", observation))
 
 
@@ -104,7 +131,9 @@ class SciWorld:
     """The ScienceWorld engine (scienceworld 1.2.3, one JVM per object). Task ids are
     "task-name/variation". Options: tasks (task names; default all 30), simplification ("easy"),
     max_steps (default: the task's limit), look_outside (insert `look around` into the lifespan
-    gold paths, see look_after_arriving_outside), timeout (seconds an engine call may take)."""
+    gold paths, see look_after_arriving_outside), timeout (seconds an engine call may take).
+    The same task gives the same observations and gold path in every JVM, whatever it played before
+    (see DETERMINISTIC_JVM and _generate_gold_path)."""
     name = "sciworld"
     instruction = SCIWORLD_INSTRUCTION
 
@@ -122,21 +151,29 @@ class SciWorld:
         if unknown:
             raise ValueError(f"SciWorld: unknown tasks {unknown}; the tasks are {names}")
         self.split, self.tasks, self.simplification = SCIWORLD_SPLITS[split], tasks, simplification
+        self.teleport = "easy" in simplification or "teleportAction" in simplification
         self.look_outside, self._max_steps = look_outside, int(max_steps) if max_steps else None
         self.engine = self._start_engine(timeout)
         self._server = self.engine.server  # the raw simulator: its step skips the valid-action listing
         self._episode = None  # (task, variation) of the current episode
-        self._actions, self._done, self._last = [], False, None
 
     @staticmethod
     def _start_engine(timeout):
-        os.environ.setdefault("JAVA_TOOL_OPTIONS", "-Xmx1g")  # 0.4-0.7 GB per JVM instead of 1-4 GB
+        options = os.environ.get("JAVA_TOOL_OPTIONS", "-Xmx1g")  # 0.4-0.7 GB per JVM instead of 1-4 GB
+        if "-XX:hashCode=" not in options:
+            os.environ["JAVA_TOOL_OPTIONS"] = f"{options} {DETERMINISTIC_JVM}"
         from scienceworld import ScienceWorldEnv
         engine = ScienceWorldEnv("", envStepLimit=10**9)  # episode limits are ours
         # py4j waits forever on a hung JVM by default: bound every call (pooled sockets included).
         engine._gateway.gateway_parameters.read_timeout = timeout
         for connection in engine._gateway._gateway_client.deque:
             connection.socket.settimeout(timeout)
+        java = engine._gateway.jvm.java.lang
+        if java.System.identityHashCode(java.Object()) != 1:
+            engine.close()
+            raise RuntimeError(f"ScienceWorld's JVM runs without {DETERMINISTIC_JVM} (JAVA_TOOL_OPTIONS="
+                               f"{os.environ['JAVA_TOOL_OPTIONS']!r}): its observations and gold paths would "
+                               f"depend on the JVM's history. Remove the other -XX:hashCode setting.")
         return engine
 
     @property
@@ -174,7 +211,11 @@ class SciWorld:
                            f"split, e.g. {example!r})")
         self._load(task, int(variation), gold=False)
         first = self._server.step("look around")  # what the engine's own reset shows
-        self._episode, self._actions, self._done, self._last = (task, int(variation)), [], False, first
+        self._episode, self._first, self._last = (task, int(variation)), first, first
+        self._steps, self._done, self._won = [], False, False  # (action, observation) of each step
+        self._route = None  # the expert's route: the gold path, adapted to the objects the agent chose
+        self._next = 0  # index in _route of the first action the episode has not done
+        self._seen, self._on_gold_path, self._dead = 0, True, False  # steps followed; the expert's state
         return f"{self._server.getTaskDescription()}\n\n{first}"
 
     def step(self, action):
@@ -186,24 +227,168 @@ class SciWorld:
         observation = self._server.step(action)
         raw = int(round(100 * self._server.getScore()))
         done = bool(self._server.getCompleted()) or raw < 0  # the engine's own rule: < 0 is a failure
-        self._actions.append(action)
-        self._done, self._last = done, observation
+        self._steps.append((action, observation))
+        self._done, self._won, self._last = done, done and raw >= 100, observation
         score = max(raw, 0) / 100
-        info = {"score": score, "won": done and raw >= 100, "invalid": observation.startswith(SCIWORLD_INVALID),
-                "engine_score": raw}
+        info = {"score": score, "won": self._won, "invalid": observation.startswith(SCIWORLD_INVALID),
+                "question": observation.startswith(SCIWORLD_QUESTION), "engine_score": raw}
         return observation, score, done, info
 
+    # The expert, from the current state: the gold path is its route; the episode's steps advance
+    # it, and it rejoins the route by teleport from wherever the agent is.
+
+    def expert_plan(self):
+        """The shortest plan the expert knows from the current state: the rest of its route (the
+        gold path from the first action the episode has not done; a done action advances it past
+        moves and looks it skipped), each change of room made by one teleport. After a step the
+        route did not contain (other than a look or a move), the plan is checked by playing it in a
+        reloaded copy of the episode; if it fails, the route takes the object the agent chose
+        instead of the gold path's (another thing to focus on, another pot) and is checked again.
+        [] once won; None when the expert has no way to finish: the task failed, or neither check
+        won. Without teleports (a simplification without them) the plan is the rest of the route."""
+        if self._episode is None:
+            raise RuntimeError("SciWorld: expert_plan() before reset()")
+        if self._done:
+            return [] if self._won else None
+        self._follow()
+        if self._dead:
+            return None
+        return self._answer_question(self._shortest_plan())
+
     def expert_action(self):
-        """The next gold action not executed yet (None once done or past the gold path's end)."""
+        """The expert's next action: the gold path's next one while the episode has done exactly
+        the gold path's actions (so golden trajectories are the engine's gold paths, its harmless
+        door openings included), else the first of expert_plan(). None once done or without a plan."""
         if self._episode is None:
             raise RuntimeError("SciWorld: expert_action() before reset()")
         if self._done:
             return None
-        gold, executed = self._gold_path(), 0
-        for action in self._actions:
-            if executed < len(gold) and norm_action(action) == norm_action(gold[executed]):
-                executed += 1
-        return gold[executed] if executed < len(gold) else None
+        self._follow()
+        if self._on_gold_path and self._next < len(self._route):
+            return self._route[self._next]
+        plan = self.expert_plan()
+        return plan[0] if plan else None
+
+    def _follow(self):
+        """Advances the route over the steps taken since the expert last looked; checks the plan
+        after steps it did not contain."""
+        if self._route is None:
+            self._route = self._gold_path()
+            self._rooms = self._route_rooms(self._route)
+        strays = []
+        for action, observation in self._steps[self._seen:]:
+            if (self._on_gold_path and self._next < len(self._route)
+                    and norm_action(action) == norm_action(self._route[self._next])):
+                self._next += 1
+                continue
+            self._on_gold_path = False
+            if observation.startswith(SCIWORLD_INVALID + (SCIWORLD_QUESTION,)):
+                continue  # nothing happened (yet)
+            reached = self._find_ahead(action, observation)
+            if reached is not None:
+                self._next = reached + 1
+            elif not is_harmless(action):
+                strays.append(action)
+        self._seen = len(self._steps)
+        if strays and self.teleport and not self._plan_wins(self._shortest_plan()):
+            self._dead = not self._take_agents_choice(strays[-1])
+
+    def _find_ahead(self, action, observation):
+        """The index of `action` in the route at or after its next action with only moves and looks
+        in between (another way to the same point), or None. A look counts in its own room only."""
+        looked_at = ROOM.match(observation)
+        for i in range(self._next, len(self._route)):
+            if norm_action(self._route[i]) == norm_action(action) and (
+                    looked_at is None or looked_at.group(1) == self._rooms[i]):
+                return i
+            if not (is_navigation(self._route[i]) or norm_action(self._route[i]) == "look around"):
+                return None
+        return None
+
+    def _shortest_plan(self):
+        if not self.teleport:
+            return self._route[self._next:]
+        plan, here = [], self._room()
+        for action, room in zip(self._route[self._next:], self._rooms[self._next:]):
+            if is_navigation(action):
+                continue
+            if room != here:
+                plan.append(f"teleport to {room}")
+                here = room
+            plan.append(action)
+        return plan
+
+    def _room(self):
+        look = self._server.freeActionLook()  # a look that takes no time in the simulation
+        found = ROOM.search(look)
+        if not found:
+            raise RuntimeError(f"SciWorld {self._episode}: no room name in {look[:100]!r}")
+        return found.group(1)
+
+    def _route_rooms(self, route):
+        """The room each action of the route is done in, from the start room and the route's moves."""
+        rooms, room = [], ROOM.search(self._first).group(1)
+        for action in route:
+            rooms.append(room)
+            if norm_action(action).startswith(("go to ", "teleport to ")):
+                room = norm_action(action).split(" to ", 1)[1]
+        return rooms
+
+    def _answer_question(self, plan):
+        """When the engine asked which thing the last action meant and one option is the plan's next
+        action, the plan answers with its number (any other answer drops the question)."""
+        if not (plan and self._last.startswith(SCIWORLD_QUESTION)):
+            return plan
+        options = {norm_action(text): number for number, text in
+                   re.findall(r"^(\d+):\s*(.+?)(?: \([^()]*\))?\s*$", self._last, re.M)}
+        return [options.get(norm_action(plan[0]), plan[0])] + plan[1:]
+
+    def _plan_wins(self, plan):
+        """Whether `plan` wins from the current state: played in the task reloaded and replayed to
+        here, which is then reloaded and replayed again (the engine is seeded by the variation)."""
+        self._load(*self._episode, gold=False)
+        self._replay_episode()
+        won = False
+        for action in plan:
+            self._server.step(action)
+            raw = int(round(100 * self._server.getScore()))
+            if self._server.getCompleted() or raw < 0:
+                won = raw >= 100
+                break
+        self._load(*self._episode, gold=False)
+        self._replay_episode()
+        return won
+
+    def _take_agents_choice(self, action):
+        """After the agent focused on or picked up another thing than the route's next focus or pick
+        up (another valid choice, or a mistake): the route with the agent's thing in place of the
+        gold path's from there on (and the agent's thing's container in place of the gold one's),
+        if that plan wins; returns whether it does."""
+        verb = next((v for v in ("focus on ", "pick up ") if norm_action(action).startswith(v)), None)
+        ahead = [i for i in range(self._next, len(self._route))
+                 if not (is_navigation(self._route[i]) or norm_action(self._route[i]) == "look around")]
+        if verb is None or not ahead or not norm_action(self._route[ahead[0]]).startswith(verb):
+            return False
+        i = ahead[0]
+        named = re.match(r"You (?:focus on|move) the (.+?)(?: to the inventory)?\.$", self._last)
+        chosen = named.group(1) if named else norm_action(action)[len(verb):]  # as the engine names it
+        gold = norm_action(self._route[i])[len(verb):]
+        swaps = {gold: chosen, gold.split(" ", 1)[-1]: chosen}  # "adult apple tree" is "apple tree" later
+        later_pick = next((a for a in self._route[i + 1:] if norm_action(a).startswith("pick up ")), None)
+        container = re.search(r"^\s*an? (.+?) \(containing [^\n]*\b" + re.escape(chosen) + r"\b",
+                              self._server.freeActionLook(), re.M)
+        if verb == "focus on " and later_pick and container:
+            swaps[norm_action(later_pick)[len("pick up "):]] = container.group(1)
+        pattern = re.compile("|".join(r"\b" + re.escape(k) + r"\b" for k in sorted(swaps, key=len, reverse=True)),
+                             re.I)
+        route = self._route[:i] + [action] + [pattern.sub(lambda m: swaps[m.group(0).lower()], a)
+                                              for a in self._route[i + 1:]]
+        kept = self._route, self._next
+        self._route, self._next = route, i + 1
+        if self._plan_wins(self._shortest_plan()):
+            return True
+        self._route, self._next = kept
+        return False
 
     def _gold_path(self):
         key = (*self._episode, self.simplification)
@@ -211,20 +396,28 @@ class SciWorld:
             _GOLD_PATHS[key] = self._generate_gold_path()
         if self.look_outside and self._episode[0].startswith("lifespan"):
             return look_after_arriving_outside(_GOLD_PATHS[key])
-        return _GOLD_PATHS[key]
+        return list(_GOLD_PATHS[key])
 
     def _generate_gold_path(self):
         """Reloads the task with its gold path (only asked for when an expert is needed: it costs
-        ~0.5-10 s) and replays the episode so far: the engine is seeded by the variation."""
+        ~0.2-10 s) and replays the episode so far. The engine caches the routes of its room
+        searches by start room across loads (PathFinder.precomputedExhaustivePaths), which made a
+        gold path depend on what the JVM generated before: emptied first, every gold path is
+        generated as in a fresh JVM."""
+        self.engine._gateway.jvm.scienceworld.goldagent.PathFinder.precomputedExhaustivePaths().clear()
         self._load(*self._episode, gold=True)
         gold = list(self._server.getGoldActionSequence())
-        replayed = self._server.step("look around")
-        for action in self._actions:
-            replayed = self._server.step(action)
-        if unordered(replayed) != unordered(self._last):
-            raise RuntimeError(f"SciWorld {self._episode}: replaying the episode after generating the gold path "
-                               f"gave {replayed[:200]!r}, not {self._last[:200]!r}")
+        self._replay_episode()
         return gold
+
+    def _replay_episode(self):
+        """The episode's steps again, after a load: they must give what they gave the first time."""
+        observation = self._server.step("look around")
+        for action, _ in self._steps:
+            observation = self._server.step(action)
+        if observation != self._last:
+            raise RuntimeError(f"SciWorld {self._episode}: replaying the episode gave {observation[:200]!r}, "
+                               f"not {self._last[:200]!r}")
 
     def close(self):
         if self.engine is None:
@@ -366,18 +559,25 @@ class AlfWorldEnv:
         obs, won = self._state.feedback, bool(self._state["won"])
         return obs, float(won), won, {"score": float(won), "won": won, "invalid": obs == ALFWORLD_INVALID}
 
-    def expert_action(self):
-        """The PDDL planner's next command from the current state; None once won (or if no plan).
+    def expert_plan(self):
+        """The PDDL planner's plan from the current state: [] once won, None if it finds none.
         It is the plan AlfredExpert(PLANNER) reads from textworld's policy_commands (that wrapper is
         what alfworld 0.4.2's AlfredTWEnv fails to install), but planned only when asked: textworld
         would replan on every step: ~1 ms on the shipped scenes, up to seconds on real-size ones."""
         if self._state is None:
-            raise RuntimeError("ALFWorld: expert_action() before reset()")
+            raise RuntimeError("ALFWorld: expert_plan() before reset()")
+        if self._state["won"]:
+            return []
         if self._plan is None:
             game = self._tw.unwrapped
             with alfworld_engine():
                 self._plan = game._pddl_state.replan(game._entity_infos)
-        return self._plan[0] if self._plan else None
+        return list(self._plan) or None
+
+    def expert_action(self):
+        """The planner's next command from the current state; None once won (or if no plan)."""
+        plan = self.expert_plan()
+        return plan[0] if plan else None
 
     def close(self):
         if self._tw is not None:
@@ -518,8 +718,11 @@ class WebShopEnv:
             return bool(actions.get("has_search_bar"))
         return arg.strip().lower() in {str(c).lower() for c in actions["clickables"]}
 
-    def expert_action(self):
+    def expert_plan(self):
         return None  # the protocol offers no expert
+
+    def expert_action(self):
+        return None
 
     def close(self):
         """Frees the server-side environment of the current episode."""
@@ -580,6 +783,7 @@ class Episode:
         self.unjudged = self.teacher_calls = 0
         self.teacher_latency_s = self.best = 0.0
         self.won, self.end_reason = False, None
+        self.since_progress = set()  # (action, observation) of the judged steps since the last progress
 
     def begin(self):
         self.task = self.env.reset(self.task_id)
@@ -604,7 +808,7 @@ class Episode:
             self.end_reason = "invalid_actions"
         elif self.steps >= self.max_steps:
             self.end_reason = "max_steps"
-        return observation, reward, done
+        return observation, reward, done, info
 
     def trajectory(self, source):
         messages = self.messages[:-1] if self.steps else self.messages  # the last observation teaches nothing
@@ -615,23 +819,54 @@ class Episode:
                 "teacher_calls": self.teacher_calls, "teacher_latency_s": round(self.teacher_latency_s, 3)}
 
 
+def expert_view(env):
+    """(the expert's plan, its next action) in the env's current state; (None, None) without an
+    expert or without a way to finish."""
+    plan = env.expert_plan()
+    return plan, env.expert_action() if plan else None
+
+
+def step_facts(before, after, info, done, repeated):
+    """What the environment knows about a step, for the judge. before, after: expert_view() around
+    it. rejected: the engine did not take the action; irreversible: the step ended the episode
+    without success, or left the expert no way to finish; repeated: the same action got the same
+    observation earlier, with no progress since (Episode.since_progress);
+    plan_before, plan_after: the length of the expert's plan around it (None without an expert);
+    expert_plan_after: that plan."""
+    (plan_before, expert_before), (plan_after, expert_after) = before, after
+    return {"rejected": info["invalid"], "repeated": repeated,
+            "irreversible": done and not info["won"] or plan_before is not None and plan_after is None,
+            "plan_before": None if plan_before is None else len(plan_before),
+            "plan_after": None if plan_after is None else len(plan_after),
+            "expert_before": expert_before, "expert_after": expert_after, "expert_plan_after": plan_after or []}
+
+
 def agent_step(episode, reply, judged):
-    """Executes the agent's reply; returns what the judge needs, or None when nobody judges it."""
-    history = list(episode.messages)
-    action = parse_action(reply)
-    before = episode.env.expert_action() if judged else None
-    observation, reward, done = episode.execute(reply, action)
-    if not judged or episode.end_reason:  # a step that ended the episode cannot be corrected
+    """Executes the agent's reply; returns what the judge needs (the step and step_facts), or None
+    when nobody judges it: no judge, the step ended the episode by winning or running out of steps,
+    or the engine asked which thing it meant (the answer is judged). A step that cannot be undone
+    is judged, and ends the episode."""
+    history, action, env = list(episode.messages), parse_action(reply), episode.env
+    before = expert_view(env) if judged else None
+    observation, reward, done, info = episode.execute(reply, action)
+    failed = done and not info["won"]
+    if not judged or episode.end_reason and not failed or info.get("question"):
         return None
-    env = episode.env
+    done_before = (norm_action(action), observation) if action is not None else None
+    facts = step_facts(before, expert_view(env), info, done, done_before in episode.since_progress)
+    if None not in (facts["plan_before"], facts["plan_after"]) and facts["plan_after"] < facts["plan_before"]:
+        episode.since_progress.clear()
+    episode.since_progress.add(done_before)
+    if facts["irreversible"] and not episode.end_reason:
+        episode.end_reason = "irreversible"
     return {"env": env.name, "split": env.split, "task_id": episode.task_id, "instruction": env.instruction,
             "task": episode.task, "history": history, "reply": reply, "thought": parse_thought(reply),
-            "action": action, "observation": observation, "reward": reward, "done": done,
-            "expert_before": before, "expert_after": env.expert_action()}
+            "action": action, "observation": observation, "reward": reward, "done": done, **facts}
 
 
 def apply_verdict(episode, verdict, max_corrections):
-    """Books the judge's verdict on the episode's last step; returns the correction to execute."""
+    """Books the judge's verdict on the episode's last step; returns the correction to execute
+    (none when the step ended the episode: it cannot be undone)."""
     episode.teacher_calls += verdict.get("calls", 0)
     episode.teacher_latency_s += verdict.get("latency_s", 0.0)
     kind = verdict.get("verdict")
@@ -645,6 +880,8 @@ def apply_verdict(episode, verdict, max_corrections):
         return None
     episode.errors += 1
     episode.messages[-2].update(error=True, loss=False)  # the wrong step stays in context, without loss
+    if episode.end_reason:
+        return None
     if episode.corrections >= max_corrections:
         episode.end_reason = "max_corrections"
         return None
@@ -655,6 +892,7 @@ def apply_verdict(episode, verdict, max_corrections):
 def correct(episode, verdict):
     fields = {k: verdict[k] for k in ("reflection", "thought", "action")}
     episode.execute(verdict["content"], verdict["action"], fields)
+    episode.since_progress.clear()  # the teacher's action is taken as progress
 
 
 def run_episodes(policy, env_factory, task_ids, *, parallel=8, judge=None, max_corrections=3,
@@ -702,7 +940,7 @@ def run_episodes(policy, env_factory, task_ids, *, parallel=8, judge=None, max_c
                 if len(replies) != len(live):
                     raise ValueError(f"policy returned {len(replies)} replies for {len(live)} histories")
                 steps = list(pool.map(lambda s, r: s.guard(agent_step, s.episode, r, judged), live, replies))
-                finish_ended(live)
+                finish_ended(s for s, step in zip(live, steps) if step is None)  # the others after their verdict
                 asked = [(s, step) for s, step in zip(live, steps) if step is not None]
                 verdicts = list(pool.map(lambda a: judge(a[1]), asked))
                 fixes = [(s, v) for (s, _), v in zip(asked, verdicts) if apply_verdict(s.episode, v, max_corrections)]
@@ -755,7 +993,8 @@ class Slot:
 
 def golden_trajectory(env, task_id):
     """The expert's trajectory: expert_action() played until done; turns are "Action: <action>"
-    (gold paths carry no thoughts). Raises RuntimeError when the expert does not succeed."""
+    (experts give no thoughts: oracle.annotate_golden adds them). Raises RuntimeError when the
+    expert does not succeed."""
     episode = Episode(env, task_id, max_steps=GOLDEN_MAX_STEPS)
     episode.begin()  # GOLDEN_MAX_STEPS, not the agent's limit: some gold paths are longer
     while not episode.end_reason:
@@ -768,6 +1007,17 @@ def golden_trajectory(env, task_id):
         raise RuntimeError(f"{episode.id}: the expert's episode ended ({episode.end_reason}) without success "
                            f"(score {episode.best}); last observation: {episode.messages[-1]['content'][:200]!r}")
     return episode.trajectory("golden")
+
+
+def family_counts(trajectories):
+    """{family: {"episodes", "success"}} over trajectories of any environments, families sorted:
+    e.g. how many reflected episodes of each task type were kept for training (the successful ones)."""
+    counts = defaultdict(lambda: {"episodes": 0, "success": 0})
+    for t in trajectories:
+        family = counts[ENVS[t["env"]].family(t["task"])]
+        family["episodes"] += 1
+        family["success"] += bool(t["success"])
+    return dict(sorted(counts.items()))
 
 
 METRICS = {"alfworld": "success"}  # the rest: mean reward (sciworld: best score reached), x100

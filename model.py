@@ -1,5 +1,6 @@
-"""A hand-written LLaMA: Hugging Face checkpoint loading and saving, a sentencepiece tokenizer,
-and batched generation with an explicit KV cache.
+"""A hand-written LLaMA (and Qwen2, which adds biases to the q/k/v projections): Hugging Face
+checkpoint loading and saving, the checkpoint's tokenizer (sentencepiece `tokenizer.model` or
+`tokenizer.json`) with its chat format, and batched generation with an explicit KV cache.
 
 Shapes: B batch, T new tokens, S cached slots, H query heads, K key/value heads, D head dim.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 import sentencepiece as spm
+import tokenizers
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -19,15 +21,21 @@ from safetensors.torch import load_file, save_file
 from torch.utils.checkpoint import checkpoint
 
 
+CHAT_FORMATS = ("llama2", "llama3", "chatml")
+# What each format writes around a message, so a chat template names its format by containing it.
+CHAT_TEMPLATE_MARKERS = {"chatml": "<|im_start|>", "llama3": "<|start_header_id|>", "llama2": "[INST]"}
+
+
 class Tokenizer:
     """A sentencepiece `tokenizer.model`, as LLaMA-2 ships it."""
 
-    def __init__(self, path):
+    def __init__(self, path, chat_format="llama2"):
         self.path = str(path)
         self.sp = spm.SentencePieceProcessor(model_file=self.path)
         self.bos_id = self.sp.bos_id()
         self.eos_id = self.sp.eos_id()
         self.vocab_size = self.sp.vocab_size()
+        self.chat_format = chat_format
 
     def encode(self, text, bos=False, eos=False):
         ids = self.sp.encode(text)
@@ -35,6 +43,110 @@ class Tokenizer:
 
     def decode(self, ids):
         return self.sp.decode(list(ids))
+
+    def token_id(self, piece):
+        """The id of a piece of the vocabulary (a special token); KeyError when it has none."""
+        token = self.sp.piece_to_id(piece)
+        if token == self.sp.unk_id() and piece != self.sp.id_to_piece(token):
+            raise KeyError(f"{self.path}: no token {piece!r} in the vocabulary")
+        return token
+
+
+class HFTokenizer:
+    """A `tokenizer.json` (the byte-level BPE of LLaMA-3, Qwen2.5, SmolLM2...), read with the
+    `tokenizers` library; the same interface as Tokenizer. Special tokens written in the text
+    (e.g. "<|im_end|>") become their ids, as in transformers; decoding drops them, as sentencepiece does."""
+
+    def __init__(self, path, bos_token=None, eos_token=None, chat_format=None):
+        self.path = str(path)
+        self.tk = tokenizers.Tokenizer.from_file(self.path)
+        self.bos_id = None if bos_token is None else self.token_id(bos_token)
+        self.eos_id = None if eos_token is None else self.token_id(eos_token)
+        self.vocab_size = self.tk.get_vocab_size(with_added_tokens=True)
+        self.chat_format = chat_format
+
+    def encode(self, text, bos=False, eos=False):
+        for wanted, token, name in ((bos, self.bos_id, "BOS"), (eos, self.eos_id, "EOS")):
+            if wanted and token is None:
+                raise ValueError(f"{self.path}: tokenizer_config.json names no {name} token")
+        ids = self.tk.encode(text, add_special_tokens=False).ids
+        return [self.bos_id] * bos + ids + [self.eos_id] * eos
+
+    def decode(self, ids):
+        return self.tk.decode(list(ids), skip_special_tokens=True)
+
+    def token_id(self, piece):
+        token = self.tk.token_to_id(piece)
+        if token is None:
+            raise KeyError(f"{self.path}: no token {piece!r} in the vocabulary")
+        return token
+
+
+def load_tokenizer(path, chat_format=None):
+    """The tokenizer of a checkpoint directory: its sentencepiece `tokenizer.model` when it has one
+    (LLaMA-2), else its `tokenizer.json`, with BOS and EOS as tokenizer_config.json names them.
+    `chat_format` (one of CHAT_FORMATS) overrides the format the checkpoint's files imply."""
+    path = Path(path)
+    config = read_json_if_exists(path / "tokenizer_config.json")
+    if chat_format is not None and chat_format not in CHAT_FORMATS:
+        raise ValueError(f"unknown chat format {chat_format!r}: expected one of {', '.join(CHAT_FORMATS)}")
+    if (path / "tokenizer.model").exists():
+        tok = Tokenizer(path / "tokenizer.model")
+    elif (path / "tokenizer.json").exists():
+        tok = HFTokenizer(path / "tokenizer.json", special_token(config, "bos_token"),
+                          special_token(config, "eos_token"))
+    else:
+        raise FileNotFoundError(f"{path}: no tokenizer.model or tokenizer.json")
+    tok.chat_format = chat_format or chat_format_of(path, config, tok)
+    return tok
+
+
+def read_json_if_exists(path):
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path}: bad JSON: {e}") from None
+
+
+def special_token(config, name):
+    """tokenizer_config.json writes a special token as its text or as {"content": text, ...}."""
+    token = config.get(name)
+    return token.get("content") if isinstance(token, dict) else token
+
+
+def chat_template(path, config):
+    """The checkpoint's chat template: chat_template.jinja (transformers 5 writes it apart), or
+    tokenizer_config.json's chat_template (a string, or a list of named templates)."""
+    if (path / "chat_template.jinja").exists():
+        return (path / "chat_template.jinja").read_text()
+    template = config.get("chat_template")
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    return template if isinstance(template, str) else None
+
+
+def chat_format_of(path, config, tok):
+    """The chat format of a checkpoint: the one its chat template writes, or without a template the
+    one its special tokens belong to (a sentencepiece vocabulary without any: LLaMA-2's)."""
+    template = chat_template(path, config)
+    if template is not None:
+        for name, marker in CHAT_TEMPLATE_MARKERS.items():
+            if marker in template:
+                return name
+        raise ValueError(f"{path}: the chat template is none of {', '.join(CHAT_FORMATS)} "
+                         "(it writes none of " + ", ".join(CHAT_TEMPLATE_MARKERS.values()) + "); pass --chat-format")
+    for name, marker in CHAT_TEMPLATE_MARKERS.items():
+        try:
+            tok.token_id(marker)
+            return name
+        except KeyError:
+            pass
+    if isinstance(tok, Tokenizer):
+        return "llama2"
+    raise ValueError(f"{path}: no chat template and no special tokens of a known chat format; pass --chat-format")
 
 
 def train_tokenizer(texts, path, vocab_size):
@@ -70,8 +182,12 @@ class ModelArgs:
     tie_embeddings: bool = False
     bos_id: int = 1
     eos_id: int = 2
+    model_type: str = "llama"  # or "qwen2": biases on the q, k and v projections
+    attention_bias: bool = False  # LLaMA's option: biases on the q, k, v and o projections
 
     def __post_init__(self):
+        if self.model_type not in ("llama", "qwen2"):
+            raise ValueError(f"model_type {self.model_type!r} is not supported (only 'llama' and 'qwen2')")
         self.n_kv_heads = self.n_kv_heads or self.n_heads
         self.head_dim = self.head_dim or self.dim // self.n_heads
         if self.n_heads % self.n_kv_heads:
@@ -81,10 +197,18 @@ class ModelArgs:
             if kind != "llama3":
                 raise ValueError(f"unsupported rope_scaling {self.rope_scaling!r}: only 'llama3' is implemented")
 
+    @property
+    def qkv_bias(self):
+        return self.attention_bias or self.model_type == "qwen2"
+
+    @property
+    def o_bias(self):
+        return self.attention_bias and self.model_type == "llama"
+
     @classmethod
     def from_hf_config(cls, config):
-        """Read a Hugging Face LLaMA config.json; refuse what this forward pass does not implement."""
-        refused = {"attention_bias": True, "mlp_bias": True}
+        """Read a Hugging Face LLaMA or Qwen2 config.json; refuse what this forward pass does not implement."""
+        refused = {"mlp_bias": True, "use_sliding_window": True}
         for key, bad in refused.items():
             if config.get(key) == bad:
                 raise ValueError(f"config.json: {key}={bad} is not supported")
@@ -102,19 +226,21 @@ class ModelArgs:
             rope_theta=float(rope_theta), rope_scaling=scaling,
             max_seq_len=config.get("max_position_embeddings", 4096),
             tie_embeddings=config.get("tie_word_embeddings", False),
-            bos_id=config.get("bos_token_id", 1), eos_id=eos[0] if isinstance(eos, list) else eos)
+            bos_id=config.get("bos_token_id", 1), eos_id=eos[0] if isinstance(eos, list) else eos,
+            model_type=config.get("model_type", "llama"), attention_bias=bool(config.get("attention_bias", False)))
 
     def to_hf_config(self, dtype=torch.float32):
+        family = {"llama": {"architectures": ["LlamaForCausalLM"], "attention_bias": self.attention_bias},
+                  "qwen2": {"architectures": ["Qwen2ForCausalLM"], "use_sliding_window": False}}[self.model_type]
         return {
-            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+            **family, "model_type": self.model_type, "hidden_act": "silu",
             "hidden_size": self.dim, "num_hidden_layers": self.n_layers,
             "num_attention_heads": self.n_heads, "num_key_value_heads": self.n_kv_heads,
             "head_dim": self.head_dim, "intermediate_size": self.hidden_dim,
             "vocab_size": self.vocab_size, "rms_norm_eps": self.norm_eps,
             "rope_theta": self.rope_theta, "rope_scaling": self.rope_scaling,
             "max_position_embeddings": self.max_seq_len, "tie_word_embeddings": self.tie_embeddings,
-            "bos_token_id": self.bos_id, "eos_token_id": self.eos_id,
-            "attention_bias": False, "mlp_bias": False,
+            "bos_token_id": self.bos_id, "eos_token_id": self.eos_id, "mlp_bias": False,
             "torch_dtype": str(dtype).removeprefix("torch."),
         }
 
@@ -164,10 +290,10 @@ class Attention(nn.Module):
     def __init__(self, args):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
-        self.q_proj = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=False)
-        self.k_proj = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
-        self.v_proj = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
-        self.o_proj = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+        self.q_proj = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=args.qkv_bias)
+        self.k_proj = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=args.qkv_bias)
+        self.v_proj = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=args.qkv_bias)
+        self.o_proj = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=args.o_bias)
 
     def forward(self, x, cos, sin, mask, cache=None, layer=0):
         B, T, _ = x.shape
@@ -467,14 +593,21 @@ def ends_with_stop(ids, stop):
     return any(len(s) and ids[-len(s):] == list(s) for s in stop)
 
 
+def eos_set(model, eos_id):
+    """The ids that end a row: eos_id (one id or several; None: the model's EOS)."""
+    eos_id = model.args.eos_id if eos_id is None else eos_id
+    return {eos_id} if isinstance(eos_id, int) else set(eos_id)
+
+
 @torch.no_grad()
 def decode(model, cache, chunks, max_new_tokens, temperature=0.0, top_p=1.0, eos_id=None, stop=None, seed=None):
     """Append `chunks` (new prompt tokens per row) to `cache` and generate.
 
-    Returns every sampled token per row, including a final EOS; the last sampled token of a row is
-    never fed to the model, so the cache holds the chunk and all sampled tokens but the last."""
+    Returns every sampled token per row, including a final EOS (any of eos_id's ids); the last sampled
+    token of a row is never fed to the model, so the cache holds the chunk and all sampled tokens but
+    the last."""
     device = cache.valid.device
-    eos_id = model.args.eos_id if eos_id is None else eos_id
+    eos_ids = eos_set(model, eos_id)
     stop = stop or []
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     tokens, valid = left_pad(chunks, device)
@@ -486,22 +619,21 @@ def decode(model, cache, chunks, max_new_tokens, temperature=0.0, top_p=1.0, eos
         for b, token in enumerate(next_tokens.tolist()):
             if not finished[b]:
                 out[b].append(token)
-                finished[b] = token == eos_id or ends_with_stop(out[b], stop)
+                finished[b] = token in eos_ids or ends_with_stop(out[b], stop)
         if finished.all() or step == max_new_tokens - 1:
             break
         tokens, valid = next_tokens[:, None], ~finished[:, None]  # finished rows write invalid slots
     return out
 
 
-def strip_eos(ids, eos_id):
-    return ids[:-1] if ids and ids[-1] == eos_id else ids
+def strip_eos(ids, eos_ids):
+    return ids[:-1] if ids and ids[-1] in eos_ids else ids
 
 
 def generate(model, prompts, max_new_tokens, temperature=0.0, top_p=1.0, eos_id=None, stop=None, seed=None):
     """Batched generation with left padding and a KV cache: new tokens per prompt, without the EOS."""
     out = decode(model, model.new_cache(len(prompts)), prompts, max_new_tokens, temperature, top_p, eos_id, stop, seed)
-    eos_id = model.args.eos_id if eos_id is None else eos_id
-    return [strip_eos(ids, eos_id) for ids in out]
+    return [strip_eos(ids, eos_set(model, eos_id)) for ids in out]
 
 
 class CachedDecoder:
@@ -521,8 +653,7 @@ class CachedDecoder:
         chunks = [prompt[n:] for prompt, n in zip(prompts, keep)]
         out = decode(self.model, self.cache, chunks, max_new_tokens, **options)
         self.ids = [prompt + ids[:-1] for prompt, ids in zip(prompts, out)]
-        eos_id = options.get("eos_id") if options.get("eos_id") is not None else self.model.args.eos_id
-        return [strip_eos(ids, eos_id) for ids in out]
+        return [strip_eos(ids, eos_set(self.model, options.get("eos_id"))) for ids in out]
 
     def _arrange_rows(self, keys):
         if self.cache is None:

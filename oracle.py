@@ -1,6 +1,10 @@
 """The oracle teacher: a scripted, deterministic stand-in for a teacher LLM, serving the same
-OpenAI-compatible API on loopback. It judges only from the expert lines of the teacher prompt's
-reference section (teacher.py builds them), so any real LLM endpoint replaces it with --teacher-url."""
+OpenAI-compatible API on loopback. It judges only from the reference section of the teacher prompt
+(teacher.py writes there what the environment and its expert know about the step), so any real LLM
+endpoint replaces it with --teacher-url. Its thoughts and reflections are scripted templates, worded
+by the kind of action and of error (scripted_thought, reflection); annotate_golden gives golden
+trajectories thoughts the same way (an LLM can annotate instead: teacher.annotation_prompt)."""
+import copy
 import json
 import re
 import threading
@@ -8,9 +12,146 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from teacher import EXPERT_AFTER, EXPERT_BEFORE, REFERENCE_HEADER, STEP_HEADER
+from data import render_turn
+from teacher import (CAN_UNDO, ENGINE_REJECTED, EXPERT_AFTER, EXPERT_BEFORE, EXPERT_THEN, NO_WAY, PLAN_AFTER,
+                     PLAN_BEFORE, REFERENCE_HEADER, REPEATS, STEP_HEADER)
 
-# ----------------------------------------------------------------------------- the oracle teacher
+# ----------------------------------------------------------------------------- scripted thoughts
+
+MOVES = ("go to ", "teleport to ")
+
+
+def norm_action(action):
+    return " ".join(action.lower().split())
+
+
+def with_article(thing):
+    return ("an " if thing[:1] in "aeiou" else "a ") + thing
+
+
+def destination(action, later):
+    """The room (SciWorld) a move or door is on the way to: the last move before the next other action."""
+    room = action.split(" to ", 1)[1]
+    for step in later:
+        if not norm_action(step).startswith(MOVES + ("open door to ",)):
+            break
+        if norm_action(step).startswith(MOVES):
+            room = step.split(" to ", 1)[1]
+    return room
+
+
+def what_to_focus_on(task, later):
+    """What the task asks to focus on, in its own words: "a non-living thing", "the animal with the
+    longest life span"; with two such (then-tasks), the first while another focus is still ahead."""
+    found = re.search(r"find a\(n\) ([^.,]+)", task)
+    if found:
+        return with_article(found.group(1))
+    named = re.findall(r"[Ff]ocus on (the (?!thing\b)[^.,]+)", task)
+    if not named:
+        return None
+    return named[0] if any(norm_action(a).startswith("focus on ") for a in later) else named[-1]
+
+
+def object_name(text):
+    """A thing as a thought names it: "flower pot 6 containing apple tree and soil in inventory" -> "flower pot 6"."""
+    return re.sub(r" (?:containing .*|in inventory|in [a-z ]+ studio)$", "", text.strip())
+
+
+def scripted_thought(task, action, later=()):
+    """A short thought for doing `action` next in `task`, `later` being the expert's actions after it:
+    what the action is for, in the task's terms (scripted by the kind of action)."""
+    a = norm_action(action)
+    verb, _, rest = a.partition(" ")
+    then = norm_action(later[0]) if later else ""
+    if a.isdigit():
+        return f"The simulator asked which one I meant: option {a} is the one I want."
+    if a in ("look around", "look"):
+        return "I look around to see what is here."
+    if a == "inventory":
+        return "I check what I am carrying."
+    if a.startswith(MOVES) and action.split(" to ", 1)[1].strip():  # SciWorld rooms, ALFWorld places
+        place = action.split(" to ", 1)[1].strip()
+        if re.search(r"\d$", place):  # ALFWorld: a receptacle, "countertop 1"
+            return alfworld_visit_thought(place, then)
+        goal = destination(action, later)
+        if goal != place:
+            return f"I am heading for the {goal}; the way leads through the {place}."
+        how = "teleport" if a.startswith("teleport") else "go"
+        return f"What I need next is {'outside' if place == 'outside' else 'in the ' + place}, so I {how} there."
+    if a.startswith("open door to "):
+        goal, door = destination(action, later), a[len("open door to "):]
+        return f"I open the door to the {door} to go through it." if goal == door else \
+            f"I open the door to the {door} on my way to the {goal}."
+    if a.startswith("focus on "):
+        thing, asked = object_name(action[len("focus on "):]), what_to_focus_on(task, later)
+        if asked:
+            return f"The {thing} is {asked}, so I focus on it."
+        return f"The task is about the {thing}: I focus on it."
+    if a.startswith("pick up "):
+        thing = object_name(action[len("pick up "):])
+        box = next((m.group(1) for m in map(re.compile(r"move .* to (.+)$").match, map(norm_action, later)) if m), None)
+        return f"I pick up the {thing} to bring it to the {box}." if box else f"I pick up the {thing}."
+    if verb in ("move", "put") and " to " in rest:
+        thing, place = rest.rsplit(" to ", 1)
+        return f"I put the {object_name(thing)} in the {place}, as the task asks."
+    if verb == "take" and " from " in rest:
+        return f"I take the {rest.split(' from ')[0]}; the task needs it."
+    if verb in ("heat", "cool", "clean", "slice") and " with " in rest:
+        thing, tool = rest.split(" with ", 1)
+        return f"I {verb} the {thing} with the {tool}, as the task asks."
+    if verb in ("wait", "wait1"):
+        return "I wait a moment to let the simulation catch up."
+    if verb == "open":
+        return f"I open the {rest} to see what is inside."
+    if verb in ("examine", "read") or a.startswith(("look at ", "look in ")):
+        return f"I take a closer look at the {object_name(a.split(' ', 2)[-1] if a.startswith('look') else rest)}."
+    if verb == "use":
+        return f"I use the {rest}, as the task needs."
+    if verb in ("pour", "mix", "connect", "activate", "deactivate", "drop"):
+        return f"Next I {verb} {rest}, a step the task needs."
+    return f"Next: {action}."
+
+
+def alfworld_visit_thought(place, then):
+    """Why the expert goes to an ALFWorld receptacle: what it does there next."""
+    verb, _, rest = then.partition(" ")
+    if verb == "take" and " from " in rest:
+        return f"I go to the {place} to take the {rest.split(' from ')[0]}."
+    if verb == "move" and " to " in rest:
+        return f"I go to the {place} to put the {rest.rsplit(' to ', 1)[0]} there."
+    if verb == "open":
+        return f"I go to the {place} and open it."
+    if verb in ("heat", "cool", "clean", "slice") and " with " in rest:
+        return f"I go to the {place} to {verb} the {rest.split(' with ')[0]}."
+    if verb == "use":
+        return f"I go to the {place} to switch it on."
+    return f"I go to the {place}."
+
+
+def annotate_golden(trajectory, think=None):
+    """The trajectory with a thought on every assistant turn that has none: think(task, history,
+    action, later) -> thought (default: the scripted one; later: the trajectory's actions after this
+    one, history: the messages before the turn); turns become "Thought: ...\\nAction: ..." with
+    "thought" and "action" fields. Turns that have a thought are kept as they are."""
+    out = copy.deepcopy(trajectory)
+    messages = out["messages"]
+    task = next(m["content"] for m in messages if m["role"] == "user")
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    actions = [messages[i].get("action") or parse_action_line(messages[i]["content"]) for i in turns]
+    think = think or (lambda task, history, action, later: scripted_thought(task, action, later))
+    for n, i in enumerate(turns):
+        if messages[i].get("thought") or re.search(r"^Thought:", messages[i]["content"], re.M) or actions[n] is None:
+            continue
+        thought = think(task, messages[:i], actions[n], actions[n + 1:])
+        messages[i].update(content=render_turn(actions[n], thought), thought=thought, action=actions[n])
+    return out
+
+
+def parse_action_line(content):
+    found = re.findall(r"^Action:\s*(.+?)\s*$", content, re.M)
+    return found[-1] if found else None
+
+# ----------------------------------------------------------------------------- the verdict
 
 
 def section(prompt, header, end=None):
@@ -28,33 +169,94 @@ def find_line(text, prefix):
     return m.group(1).strip() if m else None
 
 
-def norm_action(action):
-    return " ".join(action.lower().split())
+def plan_length(text):
+    return None if text is None or text == NO_WAY else int(text.split()[0])
+
+
+def error_kind(step):
+    """Why the step is wrong by the reference's facts (VERDICT_RULE), or None if it is not."""
+    before, after = step["plan_before"], step["plan_after"]
+    shorter = before is not None and after is not None and after < before
+    if step["action"] is None:
+        return "no_action"
+    if step["rejected"]:
+        return "rejected"
+    if step["expert_before"] and norm_action(step["action"]) == norm_action(step["expert_before"]):
+        return None
+    if step["irreversible"]:
+        return "irreversible"
+    if before is not None and after is not None and after > before:
+        return "longer"
+    if step["repeated"] and not shorter:
+        return "repeated"
+    return None
+
+
+def reflection(kind, step):
+    """What went wrong, in the agent's voice, grounded in what the environment answered; worded by
+    the kind of error, without repeating the failed action."""
+    action, observation = norm_action(step["action"] or ""), step["observation"]
+    verb = action.split(" ")[0] if action else ""
+    if kind == "no_action":
+        return "My reply had no action line, so nothing happened."
+    if kind == "rejected":
+        if observation.startswith("Unknown action") and "Ambiguous request" in step["previous"]:
+            return "The simulator had asked which thing I meant; it wanted the number of an option."
+        if action.startswith("teleport to "):
+            return f"There is no place called the {action[len('teleport to '):]} to teleport to."
+        if action.startswith("go to ") and not re.search(r"\d$", action):  # SciWorld rooms, not receptacles
+            return f"There is no door from here to the {action[len('go to '):]}: I can only walk to a next room."
+        if observation.startswith("Nothing happens"):
+            return "Nothing happened: that was not possible where I am, with what I hold."
+        if verb in ("focus", "pick", "move", "look", "open", "close", "use", "read", "examine", "eat", "pour", "mix"):
+            return "The simulator did not know what I meant: nothing here goes by that name."
+        return "The simulator does not know that command."
+    if kind == "irreversible":
+        if step["done"]:
+            return ("That was the wrong thing to focus on: it failed the task, and a focus cannot be undone."
+                    if verb == "focus" else "That step failed the task, and it cannot be undone.")
+        return "That step cannot be undone, and it leaves no way to finish the task."
+    if kind == "longer":
+        target = step["expert_after"] or ""
+        if action.startswith(MOVES) and norm_action(target).startswith(MOVES):
+            return f"I left the {target.split(' to ', 1)[1]}, where my next step has to happen."
+        return "That took me further from the goal: it will have to be undone."
+    return "I did the same thing before and got the same answer; doing it again gets me nowhere."
+
+
+def read_step(prompt):
+    """The agent's latest step and the reference's facts, as the prompt states them."""
+    reference, latest = section(prompt, REFERENCE_HEADER), section(prompt, STEP_HEADER, REFERENCE_HEADER)
+    start = prompt.find("\n## Task\n")  # the first one: it comes before the history
+    task = prompt[start + 9:prompt.find("\n## History\n", start)] if start >= 0 else ""
+    history = section(prompt, "## History", STEP_HEADER)
+    return {"task": task, "action": find_line(latest, "Action: "),
+            "observation": latest.partition("\nObservation: ")[2].strip(),
+            "previous": history.rsplit("\nEnvironment: ", 1)[-1] if "Environment: " in history else "",
+            "rejected": find_line(reference, ENGINE_REJECTED) == "yes",
+            "repeated": find_line(reference, REPEATS) == "yes",
+            "irreversible": (find_line(reference, CAN_UNDO) or "").startswith("no"),
+            "done": "ended the task" in (find_line(reference, CAN_UNDO) or ""),
+            "known": find_line(reference, ENGINE_REJECTED) is not None,
+            "plan_before": plan_length(find_line(reference, PLAN_BEFORE)),
+            "plan_after": plan_length(find_line(reference, PLAN_AFTER)),
+            "expert_before": find_line(reference, EXPERT_BEFORE), "expert_after": find_line(reference, EXPERT_AFTER),
+            "later": [a.strip() for a in (find_line(reference, EXPERT_THEN) or "").split(";") if a.strip()]}
 
 
 def oracle_verdict(prompt):
-    """The scripted teacher: "correct" when the agent did the expert's next action (or when there
-    is no expert reference to judge by), else "wrong" with the expert's action after the step."""
-    reference = section(prompt, REFERENCE_HEADER)
-    expert_before = find_line(reference, EXPERT_BEFORE)
-    expert_after = find_line(reference, EXPERT_AFTER)
-    latest = section(prompt, STEP_HEADER, REFERENCE_HEADER)
-    action = find_line(latest, "Action: ")
-    if not (expert_before and expert_after):
-        return {"verdict": "correct"}  # nothing to judge by
-    if action and norm_action(action) == norm_action(expert_before):
+    """The scripted teacher: "wrong" when the reference's facts say so (see error_kind), with a
+    reflection by kind of error and the expert's next action after the step (or, for a step that
+    cannot be undone, the one it should have done: the episode ends anyway); else "correct". Without
+    facts and an expert to correct by, every step is "correct"."""
+    step = read_step(prompt)
+    kind = error_kind(step) if step["known"] else None
+    action = step["expert_before"] if kind == "irreversible" else step["expert_after"]
+    if kind is None or not action:
         return {"verdict": "correct"}
-    observation = latest.partition("\nObservation: ")[2].strip()
-    if action is None:
-        reflection = f"My reply had no action; the next step is '{expert_after}'."
-    elif observation and "\n" not in observation and len(observation) <= 80:  # likely a rejection
-        reflection = (f"I did '{action}' and got '{observation}', which does not advance the task; "
-                      f"the next step is '{expert_after}'.")
-    else:
-        reflection = (f"I did '{action}', which does not advance the task; "
-                      f"the next step is '{expert_after}'.")
-    return {"verdict": "wrong", "reflection": reflection, "thought": f"I will {expert_after} now.",
-            "action": expert_after}
+    later = [] if kind == "irreversible" else step["later"]
+    return {"verdict": "wrong", "reflection": reflection(kind, step),
+            "thought": scripted_thought(step["task"], action, later), "action": action}
 
 
 class JSONHandler(BaseHTTPRequestHandler):

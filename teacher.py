@@ -1,15 +1,19 @@
-"""The teacher of stage 2: its prompt, the parsing of its verdict, and an OpenAI-compatible client
-with timeouts, bounded retries and a bound on the requests in flight.
+"""The teacher of stage 2: its prompt (within a token budget), the parsing of its verdict, and an
+OpenAI-compatible client with structured output, timeouts, bounded retries, a bound on the requests
+in flight, and a circuit breaker that stops a run whose teacher is down.
 
 A step dict (see envs.agent_step) -> chat messages -> HTTP -> a verdict dict (see envs.apply_verdict)."""
 import email.utils
 import json
 import logging
+import math
 import os
 import random
 import re
+import statistics
 import threading
 import time
+from collections import namedtuple
 
 import requests
 
@@ -24,51 +28,141 @@ You supervise an AI agent that acts in a text environment. After each step of th
 decide whether that step was a sensible move towards finishing the task. A reference, when one \
 is given, shows one way to succeed; other ways can be right too. The expert's next action after \
 the agent's step, when given, is a good corrected action.
-Answer with a single JSON object and nothing else. If the step is fine:
-{"verdict": "correct"}
-If it is not:
-{"verdict": "wrong", "reflection": "...", "thought": "...", "action": "..."}
-where the reflection says briefly, in the agent's own voice, what went wrong and why, and \
-thought and action are what the agent should think and do next, from the state after its step \
-(the action: one command the environment understands)."""
+Answer with a single JSON object and nothing else. Its keys:
+- "verdict": "correct" if the step is fine, "wrong" if it is not;
+- "reflection": for a wrong step, what went wrong and why, briefly, in the agent's own voice;
+- "thought": for a wrong step, what the agent should think next, from the state after its step;
+- "action": for a wrong step, the one command the agent should do next, as the environment \
+understands it.
+For a correct step, reflection, thought and action are empty strings."""
+
+# The verdict as a JSON schema, for servers that constrain their output to one. Every key is
+# required and the root is a plain object: the subset that OpenAI's strict mode, vLLM and llama.cpp
+# all accept. A wrong verdict with an empty field is rejected by parse_verdict, not by the schema.
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {"verdict": {"type": "string", "enum": ["correct", "wrong"]},
+                   "reflection": {"type": "string"}, "thought": {"type": "string"}, "action": {"type": "string"}},
+    "required": ["verdict", "reflection", "thought", "action"],
+    "additionalProperties": False,
+}
 
 STEP_HEADER = "## The agent's latest step"
 REFERENCE_HEADER = "## Reference"
+REFERENCES = ("expert", "golden", "none")
+# The reference section's lines: what the environment and its expert know about the step (see
+# envs.step_facts). Fixed prefixes: the oracle teacher reads them. A plan's length counts one
+# action for each change of room (a teleport), so another way to the same room is no longer.
+VERDICT_RULE = ("A step is wrong if the environment rejected it, if it cannot be undone, if it made the "
+                "expert's remaining plan longer, or if it repeated an earlier step to the same result without "
+                "making the plan shorter. A step that changes nothing, or takes another way to the goal, is not "
+                "wrong. The expert's next action is never wrong.")
+ENGINE_REJECTED = "The environment rejected the step: "
+CAN_UNDO = "The step can be undone: "
+REPEATS = "The step repeats an earlier step with the same result: "
+PLAN_BEFORE = "Expert's remaining plan before the agent's step: "
+PLAN_AFTER = "Expert's remaining plan after the agent's step: "
 EXPERT_BEFORE = "Expert's next action before the agent's step: "
 EXPERT_AFTER = "Expert's next action after the agent's step: "
-REFERENCES = ("expert", "golden", "none")
+EXPERT_THEN = "Expert's actions after that: "
+NO_WAY = "no way to finish the task"
+SHOWN_PLAN = 3  # actions of the expert's plan shown after its next one
 
 
 def one_line(text):
     return " ".join(str(text).split())
 
 
-def render_history(messages, task=""):
-    """Messages as 'Agent:'/'Environment:' lines; the system prompt and a repeat of the task are
-    left out because the prompt states them once already."""
+def history_turns(messages, task=""):
+    """Messages as 'Agent: ...'/'Environment: ...' turns; the system prompt and a repeat of the task
+    are left out because the prompt states them once already."""
     msgs = [m for m in messages if m["role"] != "system"]
     if msgs and msgs[0]["role"] == "user" and msgs[0]["content"].strip() == task.strip():
         msgs = msgs[1:]
     who = {"user": "Environment", "assistant": "Agent"}
-    return "\n".join(f"{who[m['role']]}: {m['content']}" for m in msgs) or "(nothing yet)"
+    return [f"{who[m['role']]}: {m['content']}" for m in msgs]
+
+
+def render_history(messages, task=""):
+    return "\n".join(history_turns(messages, task)) or "(nothing yet)"
+
+
+# Teacher prompts of SciWorld episodes have 3.5 characters a token with LLaMA-2's tokenizer, 3.9
+# with SmolLM2's (larger vocabularies do better): counting one token per 3 characters over-estimates
+# (estimate_tokens: by 19 % and 32 %), so a prompt cut to a budget by this count fits the real one.
+CHARS_PER_TOKEN = 3
+TOKENS_PER_MESSAGE = 8  # the chat template's role markers around each message
+LEFT_OUT = "[... {} messages of the history left out to fit the prompt budget ...]"
+
+
+def estimate_tokens(messages):
+    """A tokenizer-free over-estimate of the length of a chat prompt in tokens."""
+    return sum(math.ceil(len(m["content"]) / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE for m in messages)
+
+
+def cut_middle(turns, max_chars):
+    """`turns` joined by newlines within max_chars: the last and first turns, taken alternately
+    from the end (the latest matter most to judge the next step) and from the start, and a marker
+    in place of the middle; all of them when they fit."""
+    if len("\n".join(turns)) <= max_chars:
+        return turns
+    head, tail = [], []
+    room = max_chars - len(LEFT_OUT.format(len(turns))) - 1
+    front, back = 0, len(turns)
+    while front < back:
+        from_end = len(tail) <= len(head)
+        turn = turns[back - 1] if from_end else turns[front]
+        if len(turn) + 1 > room:
+            break
+        room -= len(turn) + 1
+        if from_end:
+            tail.insert(0, turn)
+            back -= 1
+        else:
+            head.append(turn)
+            front += 1
+    return head + [LEFT_OUT.format(back - front)] + tail
+
+
+def yes_no(flag):
+    return "yes" if flag else "no"
+
+
+def plan_size(length):
+    return NO_WAY if length is None else f"{length} action{'s' * (length != 1)}"
 
 
 def render_reference(step, reference, golden):
+    """The reference section: with "expert", what the environment knows about the step (the step
+    dict's facts from envs.step_facts, those it has) and the expert's actions, under the rule the
+    verdict follows; with "golden", the task's golden trajectory; with "none", nothing."""
     lines = []
     if reference == "expert":
+        if "rejected" in step:
+            lines += [VERDICT_RULE, ENGINE_REJECTED + yes_no(step["rejected"]), REPEATS + yes_no(step["repeated"])]
+            why = "it ended the task without success" if step.get("done") else f"the expert has {NO_WAY} from here"
+            lines.append(CAN_UNDO + ("no: " + why if step["irreversible"] else "yes"))
+        if step.get("plan_before") is not None:
+            lines += [PLAN_BEFORE + plan_size(step["plan_before"]), PLAN_AFTER + plan_size(step["plan_after"])]
         for prefix, key in ((EXPERT_BEFORE, "expert_before"), (EXPERT_AFTER, "expert_after")):
             if step.get(key):
                 lines.append(prefix + one_line(step[key]))
+        plan = step.get("expert_plan_after", [])
+        later = (plan[1:] if plan[:1] == [step.get("expert_after")] else plan)[:SHOWN_PLAN]
+        if step.get("expert_after") and later:
+            lines.append(EXPERT_THEN + "; ".join(one_line(a) for a in later))
     if golden and reference != "none":
         lines += ["Golden trajectory of this task:", render_history(golden)]
     return "\n".join(lines) or "(none: judge from the task and the history)"
 
 
-def teacher_prompt(step, reference="expert", golden=None):
+def teacher_prompt(step, reference="expert", golden=None, max_prompt_tokens=None):
     """Chat messages asking the teacher for a verdict on `step` (the run_episodes judge dict).
     reference: "expert" (expert's next action before/after the step), "golden" (the task's golden
     trajectory, a list of messages in `golden`), "none". The reference section comes last and
-    its expert lines have fixed prefixes: the oracle teacher reads them from there."""
+    its expert lines have fixed prefixes: the oracle teacher reads them from there.
+    max_prompt_tokens: the history is cut in the middle (cut_middle) until the prompt's estimated
+    size (estimate_tokens) fits; the other sections are kept whole."""
     if reference not in REFERENCES:
         raise ValueError(f"teacher reference must be one of {REFERENCES}, got {reference!r}")
     latest = [f"Thought: {one_line(step['thought'])}"] if step.get("thought") else []
@@ -77,20 +171,30 @@ def teacher_prompt(step, reference="expert", golden=None):
     else:
         latest.append(f"Reply (no action could be parsed): {one_line(step['reply'])}")
     latest.append(f"Observation: {step['observation']}")
-    user = "\n\n".join([
-        f"## Environment instruction\n{step['instruction']}",
-        f"## Task\n{step['task']}",
-        f"## History\n{render_history(step['history'], step['task'])}",
-        STEP_HEADER + "\n" + "\n".join(latest),
-        REFERENCE_HEADER + "\n" + render_reference(step, reference, golden),
-        "Judge the agent's latest step. Answer with the JSON object only."])
-    return [{"role": "system", "content": TEACHER_SYSTEM}, {"role": "user", "content": user}]
+
+    def prompt(turns):
+        history = "\n".join(turns) or "(nothing yet)"
+        user = "\n\n".join([
+            f"## Environment instruction\n{step['instruction']}",
+            f"## Task\n{step['task']}",
+            f"## History\n{history}",
+            STEP_HEADER + "\n" + "\n".join(latest),
+            REFERENCE_HEADER + "\n" + render_reference(step, reference, golden),
+            "Judge the agent's latest step. Answer with the JSON object only."])
+        return [{"role": "system", "content": TEACHER_SYSTEM}, {"role": "user", "content": user}]
+
+    turns = history_turns(step["history"], step["task"])
+    messages = prompt(turns)
+    if max_prompt_tokens and estimate_tokens(messages) > max_prompt_tokens:
+        room = (max_prompt_tokens - estimate_tokens(prompt([]))) * CHARS_PER_TOKEN
+        messages = prompt(cut_middle(turns, room))
+    return messages
 
 
 def parse_verdict(text):
     """The first JSON object with a "verdict" in `text` (fences and prose around it are fine), as
     {"verdict": "correct"} or {"verdict": "wrong", "reflection", "thought", "action"}; None when
-    there is none or a "wrong" lacks a field."""
+    there is none or a "wrong" lacks a field or fills one with a placeholder."""
     decoder = json.JSONDecoder()
     for start in (m.start() for m in re.finditer(r"\{", text or "")):
         try:
@@ -107,36 +211,149 @@ def normalise_verdict(obj):
     if verdict == "correct":
         return {"verdict": "correct"}
     fields = {k: one_line(obj.get(k) or "") for k in ("reflection", "thought", "action")}
-    if verdict != "wrong" or not all(fields.values()):
+    if verdict != "wrong" or any(is_placeholder(v) for v in fields.values()):
         return None
     return {"verdict": "wrong", **fields}
+
+
+def is_placeholder(text):
+    """Empty, no letter or digit ("...", "-"), or a slot in angle brackets ("<action>"): what a
+    model writes when it copies a template instead of answering."""
+    return not re.search(r"\w", text) or re.fullmatch(r"<[^<>]*>", text) is not None
 
 # ----------------------------------------------------------------------------- the client
 
 # Failures of the network or the server, worth a retry (a bad URL is not among them).
 NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+# The forms in which servers take a JSON schema for their answer; "text": none, the answer is parsed.
+RESPONSE_FORMATS = {
+    "json_schema": {"type": "json_schema",  # OpenAI, vLLM, llama.cpp's server
+                    "json_schema": {"name": "verdict", "strict": True, "schema": VERDICT_SCHEMA}},
+    "json_object": {"type": "json_object", "schema": VERDICT_SCHEMA},  # llama-cpp-python and others
+    "text": None,
+}
+FORM_REFUSED = (400, 422, 500)  # how servers answer a response_format they do not take
+REJECTED = (400, 413, 422)  # the server refuses this request: sending it again cannot help
+FATAL = (401, 403, 404)  # a wrong key, URL or model name: every request fails the same way
+
+Failure = namedtuple("Failure", "why status retry_after_s")
+
+# A made-up step for the check before a run: small, so that any server answers it quickly.
+PROBE_STEP = {"instruction": "You are an agent in a house. Reply with a thought and an action.",
+              "task": "Your task is to boil water.", "history": [],
+              "reply": "Thought: I need a pot.\nAction: go to kitchen", "thought": "I need a pot.",
+              "action": "go to kitchen", "observation": "You move to the kitchen.",
+              "expert_before": "go to kitchen", "expert_after": "pick up pot"}
 
 
 class TeacherError(RuntimeError):
-    """The teacher could not be reached or answered garbage after all retries."""
+    """The teacher did not answer, after all retries."""
 
     def __init__(self, message, calls=0):
         super().__init__(message)
         self.calls = calls
 
 
+class TeacherRejected(TeacherError):
+    """The server refused this request (HTTP 400, 413, 422): asking again cannot help."""
+
+
+class TeacherUnavailable(TeacherError):
+    """The teacher is down or misconfigured: the run stops rather than play on unjudged."""
+
+
+class CircuitBreaker:
+    """Opens when the teacher stays down: after max_failures failed requests in a row (each one
+    after its retries, from any thread), or at a failure when no answer came for max_outage_s.
+    Once open it stays open: every request raises TeacherUnavailable."""
+
+    def __init__(self, max_failures=5, max_outage_s=600.0, clock=time.monotonic):
+        self.max_failures, self.max_outage_s, self.clock = max_failures, max_outage_s, clock
+        self.failures, self.last_answer, self.reason = 0, clock(), None
+        self._lock = threading.Lock()
+
+    def answered(self):
+        with self._lock:
+            self.failures, self.last_answer = 0, self.clock()
+
+    def failed(self, why):
+        """Counts a failed request; raises TeacherUnavailable when that opens the breaker."""
+        with self._lock:
+            self.failures += 1
+            silent_s = self.clock() - self.last_answer
+            if self.reason is None and (self.failures >= self.max_failures or silent_s >= self.max_outage_s):
+                self.reason = (f"the teacher is down ({self.failures} requests in a row failed, no answer for "
+                               f"{silent_s:.0f} s); the last failure: {why}")
+        self.check()
+
+    def check(self):
+        if self.reason:
+            raise TeacherUnavailable(self.reason)
+
+
+def mean_max(values):
+    return {"mean": round(statistics.fmean(values), 3), "max": max(values)} if values else None
+
+
+class TeacherStats:
+    """What a client's verdict requests gave and cost, over all threads."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.steps = self.unjudged = self.answers = self.parsed = self.cut = self.over_budget = 0
+        self.prompt_tokens, self.estimated_tokens, self.answer_tokens, self.latency_s = [], [], [], []
+
+    def answer(self, reply, parsed):
+        """One answer of the server: parsed or not, its token counts when the server reports them."""
+        with self._lock:
+            self.answers += 1
+            self.parsed += parsed
+            for key, values in (("prompt_tokens", self.prompt_tokens), ("completion_tokens", self.answer_tokens)):
+                if isinstance(reply["usage"].get(key), int):
+                    values.append(reply["usage"][key])
+
+    def step(self, verdict, messages, max_prompt_tokens, latency_s):
+        """One step judged: its verdict, the prompt sent and its budget, the time it took."""
+        with self._lock:
+            self.steps += 1
+            self.unjudged += verdict == "unjudged"
+            self.cut += LEFT_OUT.split("{}")[1] in messages[-1]["content"]
+            self.estimated_tokens.append(estimate_tokens(messages))
+            self.over_budget += bool(max_prompt_tokens) and self.estimated_tokens[-1] > max_prompt_tokens
+            self.latency_s.append(latency_s)
+
+    def summary(self):
+        with self._lock:
+            return {"judged_steps": self.steps, "unjudged_rate": round(self.unjudged / max(self.steps, 1), 4),
+                    "answers": self.answers, "parse_rate": round(self.parsed / max(self.answers, 1), 4),
+                    "prompt_tokens": mean_max(self.prompt_tokens),  # as the server counted them
+                    "prompt_tokens_estimated": mean_max(self.estimated_tokens), "prompts_cut": self.cut,
+                    "prompts_over_budget": self.over_budget,  # too long even without any history
+                    "answer_tokens": mean_max(self.answer_tokens), "latency_s": mean_max(self.latency_s)}
+
+
 class TeacherClient:
-    """A chat-completions client with timeouts, bounded retries (exponential backoff with jitter,
-    Retry-After honoured on 429/503) and at most `max_in_flight` requests at once across all
-    threads. The key comes from STEP_TEACHER_API_KEY or OPENAI_API_KEY and is never logged."""
+    """A chat-completions client for the teacher. It asks for the verdict as JSON with VERDICT_SCHEMA
+    in the first response_format form the server takes (the first answer settles it for the run),
+    as plain text when it takes none. Timeouts, bounded retries (exponential backoff with jitter,
+    Retry-After honoured on 429/503), at most `max_in_flight` requests at once across all threads,
+    and a circuit breaker (max_failures, max_outage_s: see CircuitBreaker). The key comes from
+    STEP_TEACHER_API_KEY or OPENAI_API_KEY and is never logged."""
 
     def __init__(self, base_url, model, *, timeout=60.0, max_retries=4, parse_retries=2,
                  backoff_s=1.0, max_wait_s=60.0, max_in_flight=8, temperature=0.0,
-                 max_tokens=512, sleep=time.sleep):
+                 max_tokens=512, max_prompt_tokens=None, response_format="auto", max_failures=5,
+                 max_outage_s=600.0, sleep=time.sleep):
+        if response_format != "auto" and response_format not in RESPONSE_FORMATS:
+            raise ValueError(f"response_format must be auto or one of {list(RESPONSE_FORMATS)}, got {response_format!r}")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.timeout, self.max_retries = model, timeout, max_retries
         self.parse_retries, self.temperature, self.max_tokens = parse_retries, temperature, max_tokens
         self.backoff_s, self.max_wait_s, self.sleep = backoff_s, max_wait_s, sleep
+        self.max_prompt_tokens = max_prompt_tokens
+        self.response_format = None if response_format == "auto" else response_format  # None: not settled yet
+        self.breaker = CircuitBreaker(max_failures, max_outage_s)
+        self.stats = TeacherStats()
         self._key = os.environ.get("STEP_TEACHER_API_KEY") or os.environ.get("OPENAI_API_KEY")
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._local = threading.local()  # one requests.Session per thread: Session is not thread-safe
@@ -154,45 +371,73 @@ class TeacherClient:
     def _redact(self, text):
         return text.replace(self._key, "***") if self._key else text
 
-    def _post(self, messages, temperature):
-        """One request: (content, None) on success, (None, (why, retry_after_s)) on a failure
-        worth retrying; TeacherError on one that retrying cannot fix (bad key, bad model...)."""
+    def _post(self, messages, temperature, form):
+        """One request: ({"content", "usage"}, None) on an answer, else (None, Failure)."""
         body = {"model": self.model, "messages": messages,
                 "temperature": temperature, "max_tokens": self.max_tokens}
+        if RESPONSE_FORMATS[form]:
+            body["response_format"] = RESPONSE_FORMATS[form]
         try:
             with self._slots:
                 r = self._session().post(self.url, json=body, timeout=self.timeout)
         except NETWORK_ERRORS as e:
-            return None, (f"{type(e).__name__}: {e}", None)
-        if r.status_code in (408, 429) or r.status_code >= 500:
-            return None, (f"HTTP {r.status_code}", parse_retry_after(r.headers.get("Retry-After")))
+            return None, Failure(f"{type(e).__name__}: {e}", None, None)
         if r.status_code != 200:
-            raise TeacherError(self._redact(f"teacher {self.url}: HTTP {r.status_code}: {r.text[:300]}"))
+            return None, Failure(f"HTTP {r.status_code}: {r.text[:300]}", r.status_code,
+                                 parse_retry_after(r.headers.get("Retry-After")))
         try:
-            content = r.json()["choices"][0]["message"]["content"]
+            payload = r.json()
+            content = payload["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             content = None
         if not isinstance(content, str):
-            return None, (f"malformed response body {r.text[:100]!r}", None)
-        return content, None
+            return None, Failure(f"malformed response body {r.text[:100]!r}", r.status_code, None)
+        usage = payload.get("usage")
+        return {"content": content, "usage": usage if isinstance(usage, dict) else {}}, None
 
-    def _complete(self, messages, temperature):
-        """(content, number of HTTP requests made); TeacherError when the retries run out."""
-        for attempt in range(self.max_retries + 1):
-            try:
-                content, failure = self._post(messages, temperature)
-            except TeacherError as e:
-                e.calls = attempt + 1
-                raise
-            if content is not None:
-                return content, attempt + 1
-            if attempt < self.max_retries:
-                wait = self._wait_s(attempt, failure[1])
+    def _post_in_a_format(self, messages, temperature, structured):
+        """One request in the settled response_format (plain text unless `structured`); until one is
+        settled, the forms in turn while the server refuses them. Returns (reply or None, the last
+        failure, requests made)."""
+        if not structured:
+            forms = ["text"]
+        else:
+            forms = [self.response_format] if self.response_format else list(RESPONSE_FORMATS)
+        for n, form in enumerate(forms, 1):
+            reply, failure = self._post(messages, temperature, form)
+            if reply is not None:
+                if self.response_format is None and structured:
+                    log.info("teacher %s takes response_format %s", self.url, form)
+                    self.response_format = form
+                return reply, None, n
+            if form == forms[-1] or failure.status not in FORM_REFUSED:
+                return None, failure, n
+            log.warning("teacher %s: response_format %s refused (%s); trying %s", self.url, form,
+                        self._redact(failure.why[:200]), forms[n])
+
+    def _complete(self, messages, temperature, structured=True, max_retries=None):
+        """The teacher's reply ({"content", "usage"}) and the number of requests made. Retries the
+        failures of the network and the server; TeacherRejected or TeacherUnavailable at once for
+        what a retry cannot fix; TeacherError when the retries run out."""
+        max_retries = self.max_retries if max_retries is None else max_retries
+        calls = 0
+        for attempt in range(max_retries + 1):
+            self.breaker.check()
+            reply, failure, n = self._post_in_a_format(messages, temperature, structured)
+            calls += n
+            if reply is not None:
+                return reply, calls
+            if failure.status in FATAL:
+                raise TeacherUnavailable(self._redact(f"teacher {self.url} (model {self.model!r}): {failure.why}"), calls)
+            if failure.status in REJECTED:
+                raise TeacherRejected(self._redact(f"teacher {self.url}: {failure.why}"), calls)
+            if attempt < max_retries:
+                wait = self._wait_s(attempt, failure.retry_after_s)
                 log.warning("teacher %s: %s (attempt %d of %d), retrying in %.2f s", self.url,
-                            self._redact(failure[0]), attempt + 1, self.max_retries + 1, wait)
+                            self._redact(failure.why[:200]), attempt + 1, max_retries + 1, wait)
                 self.sleep(wait)
-        raise TeacherError(self._redact(f"teacher {self.url}: no answer after {attempt + 1} "
-                                        f"attempts; last failure: {failure[0]}"), attempt + 1)
+        raise TeacherError(self._redact(f"teacher {self.url}: no answer after {attempt + 1} attempts; "
+                                        f"last failure: {failure.why[:300]}"), calls)
 
     def _wait_s(self, attempt, retry_after):
         if retry_after is not None:  # the server knows best, within reason
@@ -200,32 +445,72 @@ class TeacherClient:
         return min(self.max_wait_s, self.backoff_s * 2 ** attempt) * random.uniform(0.5, 1.0)
 
     def complete(self, messages):
-        """The assistant's reply text to `messages`; TeacherError when the retries run out."""
-        return self._complete(messages, self.temperature)[0]
+        """The assistant's reply text to `messages`, asked without a response_format; TeacherError
+        when the retries run out."""
+        return self._complete(messages, self.temperature, structured=False)[0]["content"]
+
+    def check(self):
+        """One verdict request on a made-up step, before the first episode: it settles the
+        response_format, and raises TeacherUnavailable, naming the URL and what came back, when the
+        teacher does not answer. Returns the answer's text."""
+        try:
+            reply, _ = self._complete(teacher_prompt(PROBE_STEP), self.temperature, max_retries=1)
+        except TeacherError as e:
+            raise TeacherUnavailable(f"the teacher did not answer a test request: {e}") from None
+        self.breaker.answered()
+        log.info("teacher %s (model %r) answers in response_format %s: %r", self.url, self.model,
+                 self.response_format, reply["content"][:200])
+        return reply["content"]
+
+    def _answer(self, messages, temperature):
+        """An answer and the requests made, asking again through an outage until the circuit
+        breaker opens: a step is judged, or the run stops, but no step goes unjudged for want of
+        a teacher."""
+        calls = 0
+        while True:
+            try:
+                reply, n = self._complete(messages, temperature)
+            except TeacherRejected as e:
+                e.calls += calls
+                self.breaker.failed(str(e))  # a server that refuses every request is no teacher either
+                raise
+            except TeacherUnavailable:
+                raise
+            except TeacherError as e:
+                calls += e.calls
+                self.breaker.failed(str(e))
+                continue
+            self.breaker.answered()
+            return reply, calls + n
 
     def judge(self, step, reference="expert", golden=None):
         """The verdict on one agent step, per the run_episodes judge contract, plus "calls" (HTTP
-        requests made) and "latency_s". A teacher that fails or keeps answering garbage gives
-        {"verdict": "unjudged", "reason": ...}: the step is counted, never lost."""
+        requests made) and "latency_s". An answer without a verdict is asked for again (sampling),
+        then gives {"verdict": "unjudged", "reason": ...}, as does a request the server refuses:
+        the step is counted, never lost. A teacher that does not answer is asked again until it
+        does or the circuit breaker opens: TeacherUnavailable, which stops the run."""
         t0, calls = time.monotonic(), 0
-        messages = teacher_prompt(step, reference, golden)
+        messages = teacher_prompt(step, reference, golden, self.max_prompt_tokens)
         for attempt in range(self.parse_retries + 1):
             # A greedy teacher would repeat the same garbage: sample when asking again.
             temperature = self.temperature if attempt == 0 else max(self.temperature, 0.7)
             try:
-                text, n = self._complete(messages, temperature)
-            except TeacherError as e:
+                reply, n = self._answer(messages, temperature)
+            except TeacherRejected as e:
                 calls += e.calls
                 result = {"verdict": "unjudged", "reason": str(e)}
                 break
             calls += n
-            result = parse_verdict(text) or {"verdict": "unjudged",
-                                             "reason": f"unparseable verdict: {text[:200]!r}"}
+            result = parse_verdict(reply["content"])
+            self.stats.answer(reply, parsed=result is not None)
+            result = result or {"verdict": "unjudged", "reason": f"unparseable verdict: {reply['content'][:200]!r}"}
             if result["verdict"] != "unjudged":
                 break
         if result["verdict"] == "wrong":
             result["content"] = render_turn(result["action"], result["thought"], result["reflection"])
-        return {**result, "calls": calls, "latency_s": round(time.monotonic() - t0, 3)}
+        latency_s = round(time.monotonic() - t0, 3)
+        self.stats.step(result["verdict"], messages, self.max_prompt_tokens, latency_s)
+        return {**result, "calls": calls, "latency_s": latency_s}
 
 
 def parse_retry_after(value):
@@ -240,3 +525,24 @@ def parse_retry_after(value):
         return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
+
+# ----------------------------------------------------------------------------- golden thoughts
+
+ANNOTATION_SYSTEM = """\
+You write the thoughts of an expert's trajectory in a text environment: the expert's actions are \
+given, its thoughts are missing. Given the task, what happened so far, the expert's next action and \
+the actions after it, write the thought the expert has just before that action: one short sentence \
+in the first person, saying why this action now, in the task's terms and from what the environment \
+has shown. Do not repeat the command itself. Answer with the thought only."""
+
+
+def annotation_prompt(task, history, action, later):
+    """Chat messages asking a teacher LLM for the thought before `action` in a golden trajectory: the
+    thought oracle.annotate_golden asks its `think` hook for, with the same arguments (history: the
+    messages before the turn; later: the expert's actions after it). An LLM annotates with
+    annotate_golden(t, think=lambda *a: one_line(client.complete(annotation_prompt(*a))))."""
+    user = "\n\n".join([f"## Task\n{task}", f"## History\n{render_history(history, task)}",
+                        f"## The expert's next action\n{action}",
+                        f"## The expert's actions after it\n{'; '.join(later) or '(none: it finishes the task)'}",
+                        "Write the expert's thought before its next action."])
+    return [{"role": "system", "content": ANNOTATION_SYSTEM}, {"role": "user", "content": user}]

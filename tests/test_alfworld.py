@@ -8,6 +8,7 @@ import pytest
 
 import alfworld_games
 import envs
+import oracle
 from envs import ALFWORLD_SHIPPED, AlfWorldEnv
 
 TASK_TYPES = {"pick_and_place_simple", "look_at_obj_in_light", "pick_clean_then_place_in_recep",
@@ -68,6 +69,8 @@ def test_step_reports_invalid_commands_and_the_win():
     env = shipped("valid_seen")
     env.reset(PEN_GAME)
     assert env.expert_action() == "go to sidetable 1"
+    plan = ["go to sidetable 1", "take pen 1 from sidetable 1", "go to drawer 2", "open drawer 2", "move pen 1 to drawer 2"]
+    assert env.expert_plan() == plan  # the planner's, from the current state
     # ALFWorld before 0.4 said "put X in/on Y"; 0.4.2 only understands "move X to Y"
     nothing = ("Nothing happens.", 0.0, False, {"score": 0.0, "won": False, "invalid": True})
     assert env.step("put pen 1 in drawer 1") == nothing
@@ -77,7 +80,7 @@ def test_step_reports_invalid_commands_and_the_win():
     assert env.expert_action() == "move pen 1 to drawer 1"
     assert env.step("move pen 1 to drawer 1") == ("You move the pen 1 to the drawer 1.", 1.0, True,
                                                   {"score": 1.0, "won": True, "invalid": False})
-    assert env.expert_action() is None
+    assert env.expert_action() is None and env.expert_plan() == []
     env.close()
 
 
@@ -116,6 +119,12 @@ def test_golden_trajectories_of_the_train_split_succeed():
         assert (traj["success"], traj["reward"]) == (True, 1.0)
         actions = [m for m in traj["messages"] if m["role"] == "assistant"]
         assert 4 <= len(actions) == traj["steps"] <= 9 and traj["messages"][-1]["role"] == "assistant"
+        annotated = [m for m in oracle.annotate_golden(traj)["messages"] if m["role"] == "assistant"]
+        assert [m["action"] for m in annotated] == [m["content"].removeprefix("Action: ") for m in actions]
+        assert all(m["content"] == f"Thought: {m['thought']}\nAction: {m['action']}" for m in annotated)
+    turns = [m["content"] for m in oracle.annotate_golden(trajs[0])["messages"] if m["role"] == "assistant"]
+    assert turns[:2] == ["Thought: I go to the bed 1 to take the book 1.\nAction: go to bed 1",
+                         "Thought: I take the book 1; the task needs it.\nAction: take book 1 from bed 1"]
 
 
 def test_an_eval_run_with_a_scripted_policy_fails_every_game():

@@ -159,7 +159,7 @@ def test_encoding_rejects_bad_role_order(tok):
 
 def test_prefix_check_fails_loudly():
     class MergingTokenizer:  # a tokenizer that merges "]" with the following space
-        bos_id, eos_id = 1, 2
+        bos_id, eos_id, chat_format = 1, 2, "llama2"
 
         def encode(self, text, bos=False, eos=False):
             return [1] * bos + [ord(c) for c in text.replace("] ", "\x00")] + [2] * eos
@@ -276,6 +276,10 @@ def test_validate_trajectory_corrected_turn_needs_parts():
     t["messages"][1]["loss"] = True
     with pytest.raises(ValueError, match=r"messages\[1\].loss: only assistant"):
         validate_trajectory(t)
+    t = trajectory()
+    t["messages"][2]["thought"] = "I need a mug first."  # an annotated golden turn keeps both parts
+    with pytest.raises(ValueError, match=r"messages\[2\]: a turn with a 'thought' field needs its 'action'"):
+        validate_trajectory(t)
 
 
 # ----------------------------------------------------------------------------- variants and samples
@@ -292,8 +296,15 @@ def test_apply_variant():
     assert plain["messages"][-1]["content"] == "Thought: Take the mug first.\nAction: take mug 1 from countertop 1"
     assert "reflection" not in plain["messages"][-1] and plain["messages"][:-1] == before["messages"][:-1]
     assert t == before  # the input is never mutated
+    in_thought = apply_variant(t, placement="thought")  # the reflection placement ablation
+    assert in_thought["messages"][-1]["content"] == ("Thought: I left the mug behind. Take the mug first.\n"
+                                                     "Action: take mug 1 from countertop 1")
+    assert in_thought["messages"][:-1] == before["messages"][:-1]
+    assert apply_variant(t, reflection=False, placement="thought") == plain
+    with pytest.raises(ValueError, match="placement must be one of"):
+        apply_variant(t, placement="end")
     golden = trajectory(source="golden", messages=[msg("user", TASK), msg("assistant", STEP1, True)])
-    for options in [{}, {"mask_errors": False}, {"reflection": False}]:
+    for options in [{}, {"mask_errors": False}, {"reflection": False}, {"placement": "thought"}]:
         out = apply_variant(golden, **options)
         assert out == golden and out is not golden and out["messages"] is not golden["messages"]
 
@@ -336,6 +347,9 @@ def test_build_samples_counts_truncation_and_drops(tok):
     samples, _ = build_samples(tok, trajectories[:1], None, reflection=False)
     assert samples[0] == encode_chat(tok, apply_variant(trajectories[0], reflection=False)["messages"])
     assert "Reflection" not in tok.decode(samples[0][0]) and "Reflection" in tok.decode(full_ids)
+    samples, _ = build_samples(tok, trajectories[:1], None, placement="thought")
+    assert samples[0] == encode_chat(tok, apply_variant(trajectories[0], placement="thought")["messages"])
+    assert "Reflection" not in tok.decode(samples[0][0]) and FIX["reflection"] in tok.decode(samples[0][0])
 
 
 # ----------------------------------------------------------------------------- batching

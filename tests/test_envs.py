@@ -6,7 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+import data
 import envs
+import oracle
+import teacher
 
 TASKS = ["lifespan-longest-lived", "find-non-living-thing", "chemistry-mix-paint-secondary-color"]
 LIFESPAN, FIND = "lifespan-longest-lived/63", "find-non-living-thing/150"
@@ -54,6 +57,10 @@ class Lent:
     def expert_action(self):
         self.expert_calls += 1
         return self.env.expert_action()
+
+    def expert_plan(self):
+        self.expert_calls += 1
+        return self.env.expert_plan()
 
     def close(self):
         pass
@@ -143,56 +150,107 @@ def test_fast_step_matches_the_stock_step(sciworld, golden):
     start = time.perf_counter()
     theirs = [stock.step(a) for a in actions]
     stock_s = time.perf_counter() - start
-    # The engine lists a room's things in an order that changes between loads: compare unordered.
     assert first.startswith("Your task is to find a(n) non-living thing.")
-    assert envs.unordered(first.split("\n\n", 1)[1]) == envs.unordered(stock_first)
+    assert first.split("\n\n", 1)[1] == stock_first  # the same text: things listed in the same order
     for action, (obs, reward, done, info), (stock_obs, _, stock_done, stock_info) in zip(actions, ours, theirs):
-        assert envs.unordered(obs) == envs.unordered(stock_obs), action
+        assert obs == stock_obs, action
         assert (info["engine_score"], done) == (stock_info["score"], stock_done), action
         assert reward == info["score"] == max(stock_info["score"], 0) / 100
     assert [info["invalid"] for *_, info in ours] == [False, True, False, True, False] + [False] * len(gold)
     assert ours[3][0] == "No known action matches that input."
-    assert ours[-1][1:] == (1.0, True, {"score": 1.0, "won": True, "invalid": False, "engine_score": 100})
+    assert ours[-1][1:] == (1.0, True, {"score": 1.0, "won": True, "invalid": False, "question": False,
+                                        "engine_score": 100})
     assert ours_s < stock_s, (ours_s, stock_s)
 
 
-def test_invalid_marks_what_the_engine_did_not_understand(sciworld):
+def test_invalid_marks_what_the_engine_did_not_understand_or_refused(sciworld):
     sciworld.reset(FIND)
 
     def step(action):
         obs, _, _, info = sciworld.step(action)
-        return obs, info["invalid"]
-    assert step("open fridge") == ("The fridge is now open.", False)
-    obs, invalid = step("mix cup")  # the glass cup on the table or the wood cup in the fridge?
-    assert obs.startswith("Ambiguous request: Please enter the number") and not invalid
-    obs, invalid = step("the glass one")  # not a number: the engine gives up
+        return obs, info["invalid"], info["question"]
+    assert step("open fridge") == ("The fridge is now open.", False, False)
+    question = ("Ambiguous request: Please enter the number for the action you intended (or blank to cancel):\n"
+                "0:\tmix wood cup (in fridge, in kitchen)\n1:\tmix glass cup (in table, in kitchen)\n")
+    assert step("mix cup") == (question, False, True)  # the same numbering in every load and JVM
+    obs, invalid, _ = step("the glass one")  # not a number: the engine gives up
     assert obs.startswith("Unknown action.  Type 'help'") and invalid
     step("mix cup")
-    obs, invalid = step("0")  # which cup is 0 changes from one load to the next
-    assert obs in ("There is only one thing (orange juice)", "That container is empty, so there are no items to mix.")
-    assert not invalid
-    assert step("fly to the moon") == ("No known action matches that input.", True)
+    assert step("0") == ("There is only one thing (orange juice)", False, False)
+    assert step("fly to the moon") == ("No known action matches that input.", True, False)
+    assert step("go to greenhouse") == ("No known action matches that input.", True, False)  # no door to it
+    assert step("go to kitchen") == ("It's not clear how to get there from here.", True, False)  # already here
+    assert step("pick up air") == ("You can't pick up a gas directly.", True, False)
 
 
-def test_the_expert_follows_the_gold_path(sciworld, golden, monkeypatch):
-    key = ("lifespan-longest-lived", 63, "easy")
-    sciworld.reset(LIFESPAN)
-    sciworld.step("look at sky")
-    monkeypatch.delitem(envs._GOLD_PATHS, key)  # generated again (reload + replay), restored after the test
-    first = sciworld.expert_action()
-    path = envs.look_after_arriving_outside(envs._GOLD_PATHS[key])
-    assert first == path[0]  # a wrong action does not advance it
-    arrive = path.index("go to outside")
-    for action, expert in zip(path[:arrive + 1], path[1:arrive + 2]):
+def test_the_expert_follows_the_gold_path_then_rejoins_it_by_teleport(sciworld, monkeypatch):
+    monkeypatch.setattr(envs, "_GOLD_PATHS", {})  # generated here (reload + replay), not by another test
+    sciworld.reset(LIFESPAN)  # in the kitchen, next to the outside
+    rest = ["look around", "focus on baby baby elephant", "wait1"]
+    assert sciworld.expert_action() == "open door to outside"  # the gold path's own harmless door opening
+    assert sciworld.expert_plan() == ["teleport to outside"] + rest  # each change of room one teleport
+    sciworld.step("open door to outside")
+    assert sciworld.expert_action() == "go to outside"
+    sciworld.step("look at sky")  # rejected: the episode has left the gold path
+    assert sciworld.expert_action() == "teleport to outside" and sciworld.expert_plan() == ["teleport to outside"] + rest
+    sciworld.step("teleport to bathroom")  # another wrong room: the plan is no longer
+    assert sciworld.expert_plan() == ["teleport to outside"] + rest
+    sciworld.step("go to kitchen")  # walking back does not fool it: it looks where the agent is
+    assert sciworld.expert_plan() == ["teleport to outside"] + rest
+    sciworld.step("teleport to outside")
+    assert sciworld.expert_plan() == rest
+    sciworld.step("look at axe")  # a look the plan does not need: nothing to check
+    assert sciworld.expert_plan() == rest
+    assert sciworld.step("focus on baby baby elephant")[2] is True  # its look around skipped: the focus wins
+    assert (sciworld.expert_plan(), sciworld.expert_action()) == ([], None)
+
+
+def test_the_expert_takes_the_agents_choice_or_knows_the_task_is_lost(sciworld):
+    sciworld.reset(FIND)
+    sciworld.step("focus on chair")  # not the gold path's lighter, but a non-living thing too
+    assert sciworld.expert_plan() == ["move chair to red box"]  # checked in a reloaded copy of the episode
+    assert sciworld.step("move chair to red box")[1:3] == (1.0, True)
+    sciworld.reset(FIND)
+    sciworld.step("focus on air")  # non-living too, but a gas: it cannot go into the box
+    assert sciworld.expert_plan() is None and sciworld.expert_action() is None
+    sciworld.reset("find-plant/150")  # the gold path takes the apple tree in flower pot 8
+    for action in ["teleport to greenhouse", "focus on pea plant"]:
         sciworld.step(action)
-        assert sciworld.expert_action() == expert
-    assert path[arrive + 1] == "look around"
-    with monkeypatch.context() as m:
-        m.setattr(sciworld, "look_outside", False)
-        assert sciworld.expert_action() == path[arrive + 2]  # the engine's own path focuses without looking
-    sciworld.step("look around")
-    assert sciworld.expert_action() == path[arrive + 2]
-    assert sciworld.step(path[arrive + 2])[2] and sciworld.expert_action() is None  # done
+    plan = ["pick up flower pot 9", "teleport to kitchen",
+            "move flower pot 9 containing pea plant and soil in inventory to red box"]
+    assert sciworld.expert_plan() == plan  # the pea plant is in flower pot 9
+    assert [sciworld.step(action)[1:3] for action in plan][-1] == (1.0, True)
+    sciworld.reset("lifespan-longest-lived/62")
+    sciworld.step("teleport to outside")
+    assert sciworld.step("focus on baby ant")[1:4] == (0.0, True, {"score": 0.0, "won": False, "invalid": False,
+                                                                  "question": False, "engine_score": -100})
+    assert sciworld.expert_plan() is None  # the engine failed the task
+
+
+def test_a_task_gives_the_same_observations_and_gold_path_whatever_the_engine_played_before(sciworlds, monkeypatch):
+    """The engine used to list things, build worlds and choose gold paths in Java's identity-hash
+    order (which depends on the JVM thread and on what it hashed before), and cached the routes of
+    its room searches across loads: a task played again in the same JVM, or after other tasks, gave
+    other observations and another gold path."""
+    monkeypatch.setattr(envs, "_GOLD_PATHS", {})
+    tasks = ["find-plant/150", "test-conductivity/451", FIND]
+
+    def play(env, task_id):
+        envs._GOLD_PATHS.clear()  # generated by this engine
+        first = env.reset(task_id)
+        gold = env._gold_path()
+        return gold, [first] + [env.step(action)[0] for action in gold]
+
+    first, second = sciworlds
+    reference = {t: play(first, t) for t in tasks}
+    play(second, "test-conductivity/450")  # the same start room: its room search is cached by the engine
+    with ThreadPoolExecutor(1) as pool:  # another Python thread: another py4j connection and JVM thread
+        for _ in range(2):  # and each task played twice in the same engine
+            assert {t: pool.submit(play, second, t).result() for t in reversed(tasks)} == reference
+    assert reference["find-plant/150"][0] == [
+        "open door to hallway", "go to hallway", "open door to greenhouse", "go to greenhouse", "look around",
+        "focus on adult apple tree", "pick up flower pot 8", "open door to hallway", "go to hallway",
+        "open door to kitchen", "go to kitchen", "move flower pot 8 containing apple tree and soil in inventory to red box"]
 
 # ----------------------------------------------------------------------------- episodes
 
@@ -270,17 +328,18 @@ def wrong(step, calls=2):
             "calls": calls, "latency_s": 0.25}
 
 
-def test_the_judge_corrects_wrong_steps(sciworlds, golden):
-    gold = {f"sciworld/dev/{tid}": gold_actions(golden[tid]) for tid in (LIFESPAN, FIND)}
+def expert_of(lent, key):
+    """The expert's next action in the lent env playing episode `key` (not counted as a judge's call)."""
+    return next(e.env for e in lent if key.endswith("/".join(map(str, e.env._episode)))).expert_action()
+
+
+def test_the_judge_sees_the_facts_and_corrects_wrong_steps(sciworlds):
     steps, both_first_steps = [], threading.Barrier(2, timeout=10)
+    factory, lent = lender(sciworlds)
 
     def policy(histories, keys):
-        replies = []
-        for history, key in zip(histories, keys):
-            done = sum(m["role"] == "assistant" and not m.get("error") for m in history)
-            replies.append("Thought: I should look at the sky.\nAction: look at sky" if len(history) == 2
-                           else f"Thought: next.\nAction: {gold[key][done]}")
-        return replies
+        return ["Thought: I should look at the sky.\nAction: look at sky" if len(history) == 2
+                else f"Thought: next.\nAction: {expert_of(lent, key)}" for history, key in zip(histories, keys)]
 
     def judge(step):
         steps.append(step)
@@ -291,34 +350,99 @@ def test_the_judge_corrects_wrong_steps(sciworlds, golden):
             return {"verdict": "unjudged", "reason": "teacher timed out", "calls": 3, "latency_s": 1.0}
         return {"verdict": "correct", "calls": 1, "latency_s": 0.1}
 
-    factory, lent = lender(sciworlds)
     lifespan, find = envs.run_episodes(policy, factory, [LIFESPAN, FIND], parallel=2, judge=judge)
-    assert sum(env.expert_calls for env in lent) == 2 * len(steps) + 2  # + before each last step
-    for traj in (lifespan, find):
+    # judged: the agent's steps but the last (it won); the expert is asked for its plan and action before
+    # and after each, and before each last step
+    assert sum(env.expert_calls for env in lent) == 4 * len(steps) + 2 * 2
+    for traj, expert in ((lifespan, "teleport to outside"), (find, "look around")):
         assert_well_formed(traj)
         error, correction = traj["messages"][2], traj["messages"][4]
         assert error == {"role": "assistant", "content": "Thought: I should look at the sky.\nAction: look at sky",
                          "loss": False, "error": True}
         assert traj["messages"][3]["content"] == "No known action matches that input."
-        first_gold = gold[traj["id"]][0]
         assert correction == {"role": "assistant", "loss": True, "reflection": "That was not an action.",
-                              "thought": f"I {first_gold}.", "action": first_gold,
-                              "content": wrong({"expert_after": first_gold})["content"]}
+                              "thought": f"I {expert}.", "action": expert,
+                              "content": wrong({"expert_after": expert})["content"]}
+        assert traj["messages"][5]["content"] != "No known action matches that input."
         assert sum(m.get("error", False) for m in traj["messages"]) == 1
         assert (traj["source"], traj["end_reason"], traj["success"], traj["errors"], traj["corrections"]) == (
             "reflected", "done", True, 1, 1)
-    # judged: every agent step but the last (it ended the episode); corrections are not judged
-    n, m = len(gold[lifespan["id"]]) - 2, len(gold[find["id"]]) - 2  # agent steps judged after the first
-    assert (lifespan["steps"], lifespan["teacher_calls"], lifespan["unjudged"]) == (n + 3, 2 + n, 0)
-    assert (find["steps"], find["teacher_calls"], find["unjudged"]) == (m + 3, 2 + 3 * m, m)
-    assert (lifespan["teacher_latency_s"], find["teacher_latency_s"]) == (round(0.25 + 0.1 * n, 3), 0.25 + 1.0 * m)
+    # lifespan: sky (wrong), teleport (the correction), look around (correct), focus (won: not judged)
+    assert (lifespan["steps"], lifespan["teacher_calls"], lifespan["unjudged"], lifespan["teacher_latency_s"]) == (
+        4, 3, 0, 0.35)
+    # find: sky (wrong), look around (the correction), focus on lighter (unjudged), move it (won)
+    assert (find["steps"], find["teacher_calls"], find["unjudged"], find["teacher_latency_s"]) == (4, 5, 1, 1.25)
     first = next(s for s in steps if s["task_id"] == LIFESPAN)
+    plan = ["teleport to outside", "look around", "focus on baby baby elephant", "wait1"]
     assert first == {"env": "sciworld", "split": "dev", "task_id": LIFESPAN, "instruction": envs.SCIWORLD_INSTRUCTION,
                      "task": lifespan["messages"][1]["content"], "history": lifespan["messages"][:2],
                      "reply": "Thought: I should look at the sky.\nAction: look at sky",
                      "thought": "I should look at the sky.", "action": "look at sky",
                      "observation": "No known action matches that input.", "reward": 0.0, "done": False,
-                     "expert_before": gold[lifespan["id"]][0], "expert_after": gold[lifespan["id"]][0]}
+                     "rejected": True, "repeated": False, "irreversible": False, "plan_before": 4, "plan_after": 4,
+                     "expert_before": "open door to outside", "expert_after": "teleport to outside",
+                     "expert_plan_after": plan}
+
+
+def oracle_judge(step):
+    """The oracle teacher's verdict on a step, as TeacherClient.judge returns it, without HTTP."""
+    verdict = oracle.oracle_verdict(teacher.teacher_prompt(step)[-1]["content"])
+    if verdict["verdict"] == "wrong":
+        verdict["content"] = data.render_turn(verdict["action"], verdict["thought"], verdict["reflection"])
+    return verdict
+
+
+def test_the_oracle_judges_by_what_the_engine_knows(sciworlds):
+    """The verdict rule on the real engine: harmless steps and another way are not wrong; a step the
+    engine rejected, one that cannot be undone, one that leads away or repeats itself without effect
+    is; no correction is rejected, and a step that cannot be undone ends the episode."""
+    script = {
+        LIFESPAN: ["open door to outside",  # the gold path's own no-op door opening
+                   "look around",  # harmless
+                   "go to outside",  # another way than the teleport the expert plans now
+                   "teleport to kitchen",  # leaves the room of the next step: wrong
+                   "focus on baby baby elephant"],  # after the correction, it wins
+        FIND: ["open door to hallway",  # a harmless no-op the gold path does not contain
+               "open door to hallway",  # the same again, same answer, no progress: wrong
+               "open fridge",  # a step the plan does not contain: checked in the engine, the plan still wins
+               "mix cup",  # the glass cup or the wood cup in the fridge? Not judged before the answer
+               "1",  # mixes the empty glass cup: harmless too
+               "focus on air"],  # a gas cannot go into the box: the task is lost, the episode ends
+        "lifespan-longest-lived/62": ["teleport to outside", "focus on baby ant"]}  # the engine fails the task
+    judged = []
+
+    def policy(histories, keys):
+        return [f"Action: {script[key.split('/', 2)[2]][sum(m['role'] == 'assistant' and 'reflection' not in m for m in h)]}"
+                for h, key in zip(histories, keys)]
+
+    def judge(step):
+        judged.append((step["task_id"], step["action"], oracle_judge(step)))
+        return judged[-1][2]
+
+    factory, _ = lender(sciworlds)
+    trajs = envs.run_episodes(policy, factory, list(script), parallel=2, judge=judge)
+    verdicts = {t: [(a, v["verdict"], v.get("reflection")) for task, a, v in judged if task == t] for t in script}
+    assert verdicts[LIFESPAN] == [
+        ("open door to outside", "correct", None), ("look around", "correct", None), ("go to outside", "correct", None),
+        ("teleport to kitchen", "wrong", "I left the outside, where my next step has to happen.")]
+    assert verdicts[FIND] == [
+        ("open door to hallway", "correct", None),
+        ("open door to hallway", "wrong",
+         "I did the same thing before and got the same answer; doing it again gets me nowhere."),
+        ("open fridge", "correct", None), ("1", "correct", None),
+        ("focus on air", "wrong", "That step cannot be undone, and it leaves no way to finish the task.")]
+    assert verdicts["lifespan-longest-lived/62"] == [
+        ("teleport to outside", "correct", None),
+        ("focus on baby ant", "wrong", "That was the wrong thing to focus on: it failed the task, and a focus "
+                                       "cannot be undone.")]
+    outcome = {t["task"]: (t["success"], t["end_reason"], t["errors"], t["corrections"]) for t in trajs}
+    assert outcome == {LIFESPAN: (True, "done", 1, 1), FIND: (False, "irreversible", 2, 1),
+                       "lifespan-longest-lived/62": (False, "done", 1, 0)}
+    corrections = [(m, o) for t in trajs for m, o in zip(t["messages"], t["messages"][1:]) if "reflection" in m]
+    assert [m["action"] for m, _ in corrections] == ["teleport to outside", "look around"]
+    assert [m["thought"] for m, _ in corrections] == ["What I need next is outside, so I teleport there.",
+                                                      "I look around to see what is here."]
+    assert not any(o["content"].startswith(envs.SCIWORLD_INVALID) for _, o in corrections)
 
 
 def test_too_many_wrong_steps_end_the_episode(sciworlds):
@@ -380,3 +504,15 @@ def test_summarize():
         "alfworld/valid_seen": {"metric": 50.0, "episodes": 2, "success_rate": 50.0, "mean_reward": 50.0,
                                 "mean_steps": 24.0},
         "sciworld/test": {"metric": 75.0, "episodes": 2, "success_rate": 50.0, "mean_reward": 75.0, "mean_steps": 7.0}}
+
+
+def test_family_counts():
+    def traj(env, task, success):
+        return {"env": env, "task": task, "success": success}
+
+    assert envs.family_counts([
+        traj("sciworld", "find-plant/3", True), traj("sciworld", "lifespan-longest-lived/1", False),
+        traj("sciworld", "find-plant/7", False), traj("webshop", "12", True),
+        traj("alfworld", "train/pick_and_place_simple-Pen-None-Drawer-2/trial_1", True)]) == {
+        "find-plant": {"episodes": 2, "success": 1}, "lifespan-longest-lived": {"episodes": 1, "success": 0},
+        "pick_and_place_simple": {"episodes": 1, "success": 1}, "webshop": {"episodes": 1, "success": 1}}

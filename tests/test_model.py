@@ -8,18 +8,22 @@ import model
 from model import CachedDecoder, ModelArgs, Tokenizer, Transformer, generate, load_model, save_model
 
 
-def hf_llama(seed=0, **overrides):
-    """A tiny random transformers LLaMA, the numerical reference."""
+def hf_llama(seed=0, family="llama", **overrides):
+    """A tiny random transformers LLaMA (or Qwen2), the numerical reference."""
     config = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=4, vocab_size=256, max_position_embeddings=512, rms_norm_eps=1e-5,
                   rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
     config.update(overrides)
     torch.manual_seed(seed)
-    reference = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config)).eval()
-    with torch.no_grad():  # random norms too, so a swapped or skipped norm weight would show
+    model_class, config_class = {"llama": (transformers.LlamaForCausalLM, transformers.LlamaConfig),
+                                 "qwen2": (transformers.Qwen2ForCausalLM, transformers.Qwen2Config)}[family]
+    reference = model_class(config_class(**config)).eval()
+    with torch.no_grad():  # random norms and biases too, so a swapped or skipped one would show
         for name, p in reference.named_parameters():
             if name.endswith("norm.weight"):
                 p.uniform_(0.5, 1.5)
+            elif name.endswith(".bias"):
+                p.uniform_(-0.5, 0.5)
     return reference
 
 
@@ -40,6 +44,9 @@ CONFIGS = {
     "llama3_scaling": dict(rope_theta=500000.0, num_key_value_heads=2, rope_scaling=dict(
         rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
         original_max_position_embeddings=16)),
+    "attention_bias": dict(attention_bias=True, num_key_value_heads=2),
+    "qwen2": dict(family="qwen2", num_key_value_heads=2, rope_theta=1000000.0, rms_norm_eps=1e-6),
+    "qwen2_tied": dict(family="qwen2", num_key_value_heads=1, tie_word_embeddings=True),
 }
 
 
@@ -50,6 +57,29 @@ def test_logits_match_transformers(tmp_path, name):
     ours = load_model(tmp_path).eval()
     assert ours.args.tie_embeddings == CONFIGS[name].get("tie_word_embeddings", False)
     assert max_diff(ours, reference, tokens(length=40)) <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["attention_bias", "qwen2"])
+def test_attention_biases_are_loaded_and_saved(tmp_path, name):
+    """Qwen2 biases q, k and v; LLaMA's attention_bias also o. Saved, the model loads in transformers
+    as the same family with the same logits."""
+    reference = hf_llama(**CONFIGS[name])
+    reference.save_pretrained(tmp_path / "reference")
+    ours = load_model(tmp_path / "reference").eval()
+    biased = sorted(n.split(".")[-2] for n, _ in ours.layers[0].named_parameters() if n.endswith(".bias"))
+    expected = {"attention_bias": ["k_proj", "o_proj", "q_proj", "v_proj"], "qwen2": ["k_proj", "q_proj", "v_proj"]}
+    assert biased == expected[name]
+    with torch.no_grad():  # the biases matter: without them the logits move
+        unbiased = ours(tokens())
+        for n, p in ours.named_parameters():
+            if n.endswith(".bias"):
+                p.zero_()
+        assert (unbiased - ours(tokens())).abs().max() > 0.1
+    ours = load_model(tmp_path / "reference").eval()
+    save_model(ours, tmp_path / "ours")
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ours").eval()
+    assert type(again) is type(reference)
+    assert max_diff(ours, again, tokens(length=40)) <= 1e-4
 
 
 def test_sharded_checkpoint_loads(tmp_path):
@@ -124,8 +154,14 @@ def test_config_fields_and_refusals():
     assert ModelArgs.from_hf_config({**base, "eos_token_id": [128001, 128009]}).eos_id == 128001
     with pytest.raises(ValueError, match="unsupported rope_scaling.*linear"):
         ModelArgs.from_hf_config({**base, "rope_scaling": {"type": "linear", "factor": 2.0}})
-    with pytest.raises(ValueError, match="attention_bias"):
-        ModelArgs.from_hf_config({**base, "attention_bias": True})
+    assert ModelArgs.from_hf_config({**base, "attention_bias": True}).o_bias
+    assert not ModelArgs.from_hf_config({**base, "model_type": "qwen2"}).o_bias
+    with pytest.raises(ValueError, match="model_type 'qwen3' is not supported"):
+        ModelArgs.from_hf_config({**base, "model_type": "qwen3"})
+    with pytest.raises(ValueError, match="use_sliding_window"):
+        ModelArgs.from_hf_config({**base, "model_type": "qwen2", "use_sliding_window": True})
+    with pytest.raises(ValueError, match="mlp_bias"):
+        ModelArgs.from_hf_config({**base, "mlp_bias": True})
     with pytest.raises(ValueError, match="hidden_act"):
         ModelArgs.from_hf_config({**base, "hidden_act": "gelu"})
 

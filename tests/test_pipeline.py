@@ -10,12 +10,17 @@ from pathlib import Path
 import pytest
 
 import envs
+import pipeline
 import step
 from data import load_trajectories, marked_for_training, read_jsonl
 from oracle import serve_oracle_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_TYPES = "lifespan-longest-lived,lifespan-shortest-lived"
+# The oracle's reflections on what a random model does (text without an action, unknown commands).
+REFLECTIONS = {"My reply had no action line, so nothing happened.", "The simulator does not know that command.",
+               "The simulator did not know what I meant: nothing here goes by that name.",
+               "I did the same thing before and got the same answer; doing it again gets me nowhere."}
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +29,7 @@ def agent(tmp_path_factory):
     root = tmp_path_factory.mktemp("agent")
     step.golden(step.command_args("golden", split="train", tasks=4, task_types=TASK_TYPES, out=root / "golden.jsonl"))
     trajectories = load_trajectories(root / "golden.jsonl")
-    return root, step.scratch_model(root, trajectories, seed=0), trajectories
+    return root, pipeline.scratch_model(root, trajectories, seed=0), trajectories
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +43,26 @@ def test_golden_trajectories_are_engine_verified(agent):
     _, _, trajectories = agent
     assert len(trajectories) == 4 and {t["task"].split("/")[0] for t in trajectories} == set(TASK_TYPES.split(","))
     assert all(t["success"] and t["reward"] == 1.0 and t["source"] == "golden" for t in trajectories)
-    assert all(m["content"].startswith("Action: ") for t in trajectories for m in t["messages"] if m["role"] == "assistant")
+    turns = [m for t in trajectories for m in t["messages"] if m["role"] == "assistant"]
+    assert all(m["content"] == f"Thought: {m['thought']}\nAction: {m['action']}" for m in turns)  # the oracle's thoughts
+    lifespan = next(t for t in trajectories if t["task"].startswith("lifespan-longest-lived/"))
+    focus = next(m for m in lifespan["messages"] if m.get("action", "").startswith("focus on"))
+    assert focus["thought"] == f"The {focus['action'][9:]} is the animal with the longest life span, so I focus on it."
+
+
+def test_golden_files_without_thoughts_are_converted_not_extended(agent, tmp_path):
+    """Golden files written before golden turns had thoughts: `golden` refuses to append to one and
+    says how to convert it; --annotate converts it without the engine."""
+    _, _, trajectories = agent
+    old = tmp_path / "old.jsonl"
+    stripped = [{**t, "messages": [{"role": m["role"], "content": f"Action: {m['action']}" if "action" in m
+                                    else m["content"], "loss": m["loss"]} for m in t["messages"]]} for t in trajectories]
+    old.write_text("".join(json.dumps(t) + "\n" for t in stripped))
+    args = step.command_args("golden", split="train", tasks=5, task_types=TASK_TYPES, out=old)
+    with pytest.raises(step.StepError, match=f"golden --annotate {old} --out NEW_FILE"):
+        step.golden(args)
+    step.golden(step.command_args("golden", annotate=old, out=tmp_path / "new.jsonl"))
+    assert load_trajectories(tmp_path / "new.jsonl") == trajectories
 
 
 def synthesize_args(model, out, url, **overrides):
@@ -62,13 +86,15 @@ def test_synthesis_with_the_oracle_teacher_over_http(agent, teacher_url, tmp_pat
             assert error["loss"] is False and correction["loss"] is True
             assert correction["content"] == f"Reflection: {correction['reflection']}\nThought: {correction['thought']}\n" \
                                             f"Action: {correction['action']}"
-            assert "the next step is" in correction["reflection"]
+            # what went wrong, by kind, not the failed step again; the correction is in the action line
+            assert correction["reflection"] in REFLECTIONS, correction["reflection"]
+            taken = messages[i + 3:i + 4]  # what the engine answered (a last observation is not kept)
+            assert not any(m["content"].startswith(envs.SCIWORLD_INVALID) for m in taken)
         # What was executed is what the trajectory says: replaying its actions gives its observations.
         env.reset(episode["task"])
         for reply, observation in zip(messages[0::2], messages[1::2]):
-            obs = env.step(envs.parse_action(reply["content"]) or "")[0] if envs.parse_action(reply["content"]) else None
-            if obs is not None:
-                assert envs.unordered(obs) == envs.unordered(observation["content"])
+            if envs.parse_action(reply["content"]) is not None:
+                assert env.step(envs.parse_action(reply["content"]))[0] == observation["content"]
         assert episode["success"] and episode["reward"] == 1.0  # every step corrected to the expert's
     env.close()
     assert summary["kept_for_training"] == 2 and all(e["train"] is True for e in episodes)
@@ -111,27 +137,74 @@ def test_eval_writes_episodes_and_a_summary_and_skips_them_on_rerun(agent, tmp_p
     assert step.evaluate(args) == summary and (tmp_path / "episodes.jsonl").read_text() == before
 
 
-def test_pipeline_runs_every_stage_at_a_tiny_size(tmp_path):
-    run = tmp_path / "run"
-    command = [sys.executable, str(REPO / "step.py"), "pipeline", "--quick", "--out", str(run), "--task-types",
-               TASK_TYPES, "--train-tasks", "4", "--test-tasks", "2", "--epochs", "1", "--parallel", "2",
-               "--threads", "1", "--max-steps", "30", "--max-corrections", "30"]
+# Fields that measure time: the only ones two identical runs may differ in.
+WALL_CLOCK = {"elapsed", "wall_time_s", "teacher_latency_s", "teacher_latency_s_per_call"}
+
+
+def without_wall_clock(obj):
+    if isinstance(obj, dict):
+        return {k: without_wall_clock(v) for k, v in obj.items() if k not in WALL_CLOCK}
+    return [without_wall_clock(v) for v in obj] if isinstance(obj, list) else obj
+
+
+def run_contents(run):
+    """{relative path: content}, JSON files parsed and their wall-clock fields left out."""
+    contents = {}
+    for path in sorted(p for p in run.rglob("*") if p.is_file()):
+        if path.suffix == ".jsonl":
+            contents[path.relative_to(run)] = [without_wall_clock(r) for r in read_jsonl(path)]
+        elif path.suffix == ".json":
+            contents[path.relative_to(run)] = without_wall_clock(json.loads(path.read_text()))
+        else:
+            contents[path.relative_to(run)] = path.read_bytes()
+    return contents
+
+
+def tiny_pipeline(run, *extra):
+    return [sys.executable, str(REPO / "step.py"), "pipeline", "--quick", "--out", str(run), "--task-types",
+            "find-non-living-thing,lifespan-longest-lived", "--train-tasks", "4", "--test-tasks", "2", "--epochs", "1",
+            "--parallel", "2", "--threads", "1", "--max-steps", "20", "--max-corrections", "20", *extra]
+
+
+def test_the_pipeline_runs_every_stage_per_seed_and_reruns_identically(tmp_path):
+    """Two seeds, twice into two folders at once: the same files, byte for byte but for wall-clock
+    fields (trajectories, models, episodes, results, figure); a third run resumes and finds it all done."""
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    subprocess.run(command, cwd=REPO, check=True, env=env, capture_output=True, timeout=600)
-    for name in ["golden.jsonl", "d1.jsonl", "u2_golden.jsonl", "init/config.json", "base/model.safetensors",
-                 "reflected.jsonl", "results.json", "results.md"]:
-        assert (run / name).exists(), name
-    results = json.loads((run / "results.json").read_text())
-    assert [r["variant"] for r in results["rows"]] == ["base", "golden-only", "step", "step-nomask"]
-    assert all(r["episodes"] == 2 and 0 <= r["score"] <= 100 for r in results["rows"])
-    rows = {r["variant"]: r for r in results["rows"]}
+    runs = [tmp_path / "a", tmp_path / "b"]
+    processes = [subprocess.Popen(tiny_pipeline(run, "--seeds", "2"), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for run in runs]
+    for p in processes:
+        assert p.wait(timeout=900) == 0, p.stderr.read()[-3000:]
+    first = runs[0]
+    for name in ["golden.jsonl", "seed-0/d1.jsonl", "seed-1/u2_golden.jsonl", "seed-0/init/config.json",
+                 "seed-1/base/model.safetensors", "seed-0/reflected.jsonl", "seed-1/eval/step/dev/episodes.jsonl",
+                 "results.json", "results.md", "results.png"]:
+        assert (first / name).exists(), name
+    assert (first / "seed-0/d1.jsonl").read_text() != (first / "seed-1/d1.jsonl").read_text()  # the split is seeded
+    assert run_contents(runs[0]) == run_contents(runs[1])
+
+    results = json.loads((first / "results.json").read_text())
+    assert results["seeds"] == [0, 1] and results["splits"] == ["dev", "test"]
+    assert [(r["variant"], r["split"]) for r in results["rows"]] == [
+        (v, s) for v in ["base", "golden-only", "step", "step-nomask"] for s in ["dev", "test"]]
+    for r in results["rows"]:
+        assert r["episodes"] == 4 and r["seeds"] == 2 and r["tasks"] == 2
+        assert r["score_ci95"][0] <= r["score"] <= r["score_ci95"][1] and 0 <= r["score"] <= 100
+        assert r["success_ci95"][0] <= r["success_rate"] <= r["success_ci95"][1]
+    assert {(c["a"], c["b"]) for c in results["comparisons"]} == {
+        ("step", "golden-only"), ("step", "base"), ("step", "step-nomask"), ("base", "golden-only"),
+        ("step-nomask", "golden-only")}
+    rows = {(r["variant"], r["split"]): r for r in results["rows"]}
+    for c in results["comparisons"]:
+        assert c["diff"] == pytest.approx(rows[c["a"], c["split"]]["score"] - rows[c["b"], c["split"]]["score"], abs=0.02)
+        assert 0 < c["p"] <= 1
     # Without masking the error steps are trained too: more trainable tokens on the same data.
-    assert rows["step-nomask"]["trainable_tokens"] > rows["step"]["trainable_tokens"]
-    assert len(read_jsonl(run / "d1.jsonl")) == len(read_jsonl(run / "u2_golden.jsonl")) == 2
-    # A rerun finds every stage finished: no model or trajectory file is touched, and the summaries
-    # recomputed from the recorded episodes come out the same.
-    before = {p: (p.stat().st_mtime, p.read_bytes()) for p in run.rglob("*") if p.is_file()}
-    subprocess.run(command, cwd=REPO, check=True, env=env, capture_output=True, timeout=600)
+    assert rows["step-nomask", "test"]["trainable_tokens"] > rows["step", "test"]["trainable_tokens"]
+
+    # A rerun finds every stage finished: no model or trajectory file is touched.
+    before = {p: (p.stat().st_mtime, p.read_bytes()) for p in first.rglob("*") if p.is_file()}
+    subprocess.run(tiny_pipeline(first, "--seeds", "2"), cwd=REPO, check=True, env=env, capture_output=True,
+                   timeout=600)
     assert all(p.read_bytes() == content for p, (_, content) in before.items())
     assert all(p.stat().st_mtime == mtime for p, (mtime, _) in before.items()
                if p.suffix in (".jsonl", ".safetensors", ".model"))
@@ -143,7 +216,7 @@ def test_alfworld_golden_and_eval_commands(tmp_path):
     golden = load_trajectories(tmp_path / "golden.jsonl")
     assert len(golden) == 6 and all(t["success"] and t["env"] == "alfworld" for t in golden)
     assert len({t["task"].split("/")[1].split("-")[0] for t in golden}) == 6  # round-robin: all six task types
-    model = step.scratch_model(tmp_path, golden, seed=0)
+    model = pipeline.scratch_model(tmp_path, golden, seed=0)
     for split in ("valid_seen", "valid_unseen"):
         summary = step.evaluate(step.command_args("eval", env="alfworld", model=model, split=split, tasks=2,
                                                   out=tmp_path / split, max_new_tokens=8, max_steps=4))
@@ -163,5 +236,5 @@ def test_pipeline_runs_unchanged_on_alfworld(tmp_path):
     assert [(r["variant"], r["split"]) for r in results["rows"]] == [
         ("base", "valid_seen"), ("base", "valid_unseen"), ("step", "valid_seen"), ("step", "valid_unseen")]
     assert all(r["episodes"] == 2 for r in results["rows"])
-    reflected = read_jsonl(run / "reflected.jsonl")
+    reflected = read_jsonl(run / "seed-0" / "reflected.jsonl")
     assert len(reflected) == 3 and all(t["env"] == "alfworld" and t["source"] == "reflected" for t in reflected)

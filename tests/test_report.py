@@ -1,0 +1,79 @@
+"""The statistics of the results: bootstrap intervals over seeds and tasks, the paired sign-flip test."""
+import numpy as np
+import pytest
+
+import report
+
+
+def episodes(rewards, tasks=None):
+    tasks = tasks or [f"find-plant/{i}" for i in range(len(rewards))]
+    return [{"task": t, "reward": r, "success": r == 1.0} for t, r in zip(tasks, rewards)]
+
+
+def test_sign_flip_p_is_exact_for_few_tasks():
+    rng = np.random.default_rng(0)
+    # Four equal positive differences: only "all +" and "all -" are as extreme as observed: 2 of 16.
+    assert report.sign_flip_p([1, 1, 1, 1], rng) == 2 / 16
+    # [3, 1]: the 4 sign patterns give |means| 2, 1, 1, 2: half are as extreme.
+    assert report.sign_flip_p([3, 1], rng) == 0.5
+    assert report.sign_flip_p([0, 0, 0], rng) == 1.0
+    assert report.sign_flip_p([5, -5, 5, -5], rng) == 1.0
+
+
+def test_sign_flip_p_samples_for_many_tasks():
+    rng = np.random.default_rng(0)
+    assert report.sign_flip_p([1.0] * 30, rng) == pytest.approx(1 / (report.PERMUTATIONS + 1))
+    noise = np.random.default_rng(1).normal(size=40)
+    assert 0.05 < report.sign_flip_p(noise - noise.mean(), rng) <= 1.0  # no effect: a large p
+
+
+def test_bootstrap_over_tasks_matches_the_normal_interval():
+    grid = np.array([[0.0, 100.0] * 50])  # one seed, 100 tasks: mean 50, standard error 5
+    low, high = report.bootstrap_ci(grid, np.random.default_rng(0))
+    assert low == pytest.approx(50 - 1.96 * 5, abs=1.5) and high == pytest.approx(50 + 1.96 * 5, abs=1.5)
+    assert report.bootstrap_ci(np.full((3, 7), 42.0), np.random.default_rng(0)) == [42.0, 42.0]
+
+
+def test_bootstrap_resamples_seeds_too():
+    """Two seeds 20 points apart, no spread over tasks: tasks alone would give a zero-width interval."""
+    grid = np.array([[0.0] * 30, [20.0] * 30])
+    low, high = report.bootstrap_ci(grid, np.random.default_rng(0))
+    assert low == 0.0 and high == 20.0
+
+
+def test_episode_grid_is_seeds_by_tasks_and_refuses_different_tasks():
+    by_seed = {0: episodes([1.0, 0.5, 0.0]), 1: episodes([0.0, 0.25, 1.0])}
+    grid, tasks = report.episode_grid(by_seed, "sciworld", "step on test")
+    assert tasks == ["find-plant/0", "find-plant/1", "find-plant/2"]
+    assert grid["metric"].tolist() == [[100.0, 50.0, 0.0], [0.0, 25.0, 100.0]]
+    assert grid["success"].tolist() == [[100.0, 0.0, 0.0], [0.0, 0.0, 100.0]]
+    other = {0: episodes([1.0, 0.5, 0.0]), 1: episodes([1.0, 0.5, 0.0], ["find-plant/0", "find-plant/1", "x/9"])}
+    with pytest.raises(ValueError, match="step on test, seed 1: the episodes are not those of the other seeds"):
+        report.episode_grid(other, "sciworld", "step on test")
+
+
+def test_alfworld_reports_success_as_its_metric():
+    grid, _ = report.episode_grid({0: [{"task": "a", "reward": 0.3, "success": False},
+                                       {"task": "b", "reward": 1.0, "success": True}]}, "alfworld", "x")
+    assert grid["metric"].tolist() == [[0.0, 100.0]]
+
+
+def test_comparison_pairs():
+    assert report.comparison_pairs(["base", "golden-only", "step", "step-nomask"]) == [
+        ("step", "golden-only"), ("step", "base"), ("step", "step-nomask"), ("base", "golden-only"),
+        ("step-nomask", "golden-only")]
+    assert report.comparison_pairs(["base", "step"]) == [("step", "base")]
+
+
+def test_variance_components_recover_a_known_two_way_grid():
+    """A seed effect of +-10, a task effect of +-20 and no rest: the analysis finds each."""
+    seed_effect = np.array([-10.0, 10.0])[:, None]
+    task_effect = np.array([-20.0, 20.0] * 20)[None, :]
+    spread = report.variance_components(50 + seed_effect + task_effect)
+    assert spread["rest"] == pytest.approx(0, abs=1e-6)
+    assert spread["seed"] == pytest.approx(np.std([-10, 10], ddof=1), rel=1e-6)
+    assert spread["task"] == pytest.approx(np.std([-20, 20] * 20, ddof=1), rel=1e-6)
+    assert report.predicted_half_width(spread, 2, 40) == pytest.approx(
+        1.96 * (spread["task"] ** 2 / 40 + spread["seed"] ** 2 / 2) ** 0.5)
+    one_seed = report.variance_components(np.array([[0.0, 100.0] * 5]))
+    assert one_seed["seed"] is None and one_seed["task"] == pytest.approx(np.std([0, 100] * 5, ddof=1))
