@@ -18,7 +18,7 @@ import tokenizers
 import torch
 from tokenizers import decoders, models, pre_tokenizers, processors
 
-from model import ModelArgs, Transformer, hf_name, save_model
+from model import ModelArgs, model_from_state, save_model
 
 # GGUF tensor names -> ours (model.py's names, the Hugging Face names minus "model.").
 GLOBAL_TENSORS = {"token_embd.weight": "embed_tokens.weight", "output_norm.weight": "norm.weight",
@@ -114,24 +114,6 @@ def read_state(reader, args, path):
     return state
 
 
-def build_model(args, state, path):
-    with torch.device("meta"):
-        model = Transformer(args)
-    expected = {n: p.shape for n, p in model.named_parameters()}  # a tied lm_head is listed once
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    wrong = [f"{n}: {tuple(state[n].shape)} instead of {tuple(s)}" for n, s in expected.items()
-             if n in state and state[n].shape != s]
-    if missing or unexpected or wrong:
-        raise ValueError(f"{path}: the tensors do not match the metadata: missing {[hf_name(n) for n in missing]}, "
-                         f"unexpected {[hf_name(n) for n in unexpected]}, wrong shapes {wrong}")
-    if args.tie_embeddings:
-        state["lm_head.weight"] = state["embed_tokens.weight"]
-    model.load_state_dict(state, strict=True, assign=True)
-    if args.tie_embeddings:
-        model.lm_head.weight = model.embed_tokens.weight  # assign=True replaced the shared Parameter
-    return model
-
-
 def build_tokenizer(meta, path):
     """tokenizer.json's Tokenizer from the vocabulary, merges and token types the GGUF stores."""
     kind, pre = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.pre", "gpt-2")
@@ -197,6 +179,6 @@ def convert_gguf(path, out):
     with tempfile.TemporaryDirectory() as files:
         files = Path(files)
         write_tokenizer_files(meta, path, files)  # before the weights: a refused vocabulary fails fast
-        model = build_model(args, read_state(reader, args, path), path)
+        model = model_from_state(args, read_state(reader, args, path), f"{path}: the tensors do not match the metadata")
         save_model(model, out, files=sorted(files.iterdir()))
     return model

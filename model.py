@@ -488,12 +488,19 @@ def load_model(path, device="cpu", dtype=None):
     dtype None keeps the checkpoint's own dtype. Missing, unexpected or mis-shaped tensors are an error."""
     path = Path(path)
     args = ModelArgs.from_hf_config(json.loads((path / "config.json").read_text()))
+    tensors = read_checkpoint(path, device)
+    state = {name.removeprefix("model."): t if dtype is None else t.to(dtype) for name, t in tensors.items()}
+    return model_from_state(args, state, f"{path}: checkpoint does not match config.json")
+
+
+def model_from_state(args, state, mismatch):
+    """A Transformer built on the meta device that takes `state`'s tensors (our names) as its
+    parameters, without a second copy; ValueError starting with `mismatch` when a tensor is
+    missing, unexpected or of the wrong shape."""
     with torch.device("meta"):
         model = Transformer(args)
     expected = {hf_name(n): p.shape for n, p in model.named_parameters()}  # tied lm_head is listed once
-    tensors = read_checkpoint(path, device)
-    check_tensors(path, tensors, expected)
-    state = {name.removeprefix("model."): t if dtype is None else t.to(dtype) for name, t in tensors.items()}
+    check_tensors(mismatch, {hf_name(n): t for n, t in state.items()}, expected)
     if args.tie_embeddings:
         state["lm_head.weight"] = state["embed_tokens.weight"]
     model.load_state_dict(state, strict=True, assign=True)
@@ -502,7 +509,7 @@ def load_model(path, device="cpu", dtype=None):
     return model
 
 
-def check_tensors(path, tensors, expected):
+def check_tensors(mismatch, tensors, expected):
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [f"{n}: {tuple(tensors[n].shape)} instead of {tuple(s)}"
@@ -511,7 +518,7 @@ def check_tensors(path, tensors, expected):
     if wrong:
         problems.append("wrong shapes: " + "; ".join(wrong))
     if problems:
-        raise ValueError(f"{path}: checkpoint does not match config.json: " + " | ".join(problems))
+        raise ValueError(f"{mismatch}: " + " | ".join(problems))
 
 
 def save_model(model, path, files=(), max_shard_bytes=5 * 2**30):
