@@ -39,7 +39,7 @@ PRESETS = {
                   train_tasks=160, test_tasks=40, stage1_epochs=20, stage3_epochs=6, seeds=1),
     "full": dict(task_types="find-non-living-thing,lifespan-longest-lived,lifespan-shortest-lived,"
                  "lifespan-longest-lived-then-shortest-lived,find-living-thing,find-plant",
-                 train_tasks=360, test_tasks=90, stage1_epochs=20, stage3_epochs=10, seeds=3),
+                 train_tasks=360, test_tasks=120, stage1_epochs=20, stage3_epochs=10, seeds=3),
 }
 SCRATCH_MODEL = dict(dim=128, n_layers=2, n_heads=4, hidden_dim=352, tie_embeddings=True, max_seq_len=4096)
 SCRATCH_VOCAB = 1024
