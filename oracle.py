@@ -13,16 +13,13 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from data import render_turn
+from envs import norm_action, parse_action
 from teacher import (CAN_UNDO, ENGINE_REJECTED, EXPERT_AFTER, EXPERT_BEFORE, EXPERT_THEN, NO_WAY, PLAN_AFTER,
                      PLAN_BEFORE, REFERENCE_HEADER, REPEATS, STEP_HEADER)
 
 # ----------------------------------------------------------------------------- scripted thoughts
 
 MOVES = ("go to ", "teleport to ")
-
-
-def norm_action(action):
-    return " ".join(action.lower().split())
 
 
 def with_article(thing):
@@ -137,7 +134,7 @@ def annotate_golden(trajectory, think=None):
     messages = out["messages"]
     task = next(m["content"] for m in messages if m["role"] == "user")
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-    actions = [messages[i].get("action") or parse_action_line(messages[i]["content"]) for i in turns]
+    actions = [messages[i].get("action") or parse_action(messages[i]["content"]) for i in turns]
     think = think or (lambda task, history, action, later: scripted_thought(task, action, later))
     for n, i in enumerate(turns):
         if messages[i].get("thought") or re.search(r"^Thought:", messages[i]["content"], re.M) or actions[n] is None:
@@ -146,10 +143,6 @@ def annotate_golden(trajectory, think=None):
         messages[i].update(content=render_turn(actions[n], thought), thought=thought, action=actions[n])
     return out
 
-
-def parse_action_line(content):
-    found = re.findall(r"^Action:\s*(.+?)\s*$", content, re.M)
-    return found[-1] if found else None
 
 # ----------------------------------------------------------------------------- the verdict
 

@@ -159,16 +159,15 @@ def data_balance(runs):
     stage-2 episodes and the reflected trajectories kept (successful) for training."""
     counts = {}
     for seed_dir in runs.values():
-        files = {"d1": seed_dir / "d1.jsonl", "u2_golden": seed_dir / "u2_golden.jsonl",
-                 "reflected_episodes": seed_dir / "reflected.jsonl"}
-        for key, path in files.items():
-            for t in read_jsonl(path):
-                family = counts.setdefault(envs.task_family(t["env"], t["task"]), {})
-                family[key] = family.get(key, 0) + 1
-                if key == "reflected_episodes" and t.get("train"):
-                    family["reflected_kept"] = family.get("reflected_kept", 0) + 1
-    keys = ["d1", "u2_golden", "reflected_episodes", "reflected_kept"]
-    return {family: {k: c.get(k, 0) / len(runs) for k in keys} for family, c in sorted(counts.items())}
+        d1, u2, reflected = (envs.family_counts(read_jsonl(seed_dir / name))
+                             for name in ("d1.jsonl", "u2_golden.jsonl", "reflected.jsonl"))
+        for family in set(d1) | set(u2) | set(reflected):
+            row = counts.setdefault(family, dict.fromkeys(["d1", "u2_golden", "reflected_episodes", "reflected_kept"], 0))
+            row["d1"] += d1.get(family, {}).get("episodes", 0)
+            row["u2_golden"] += u2.get(family, {}).get("episodes", 0)
+            row["reflected_episodes"] += reflected.get(family, {}).get("episodes", 0)
+            row["reflected_kept"] += reflected.get(family, {}).get("success", 0)  # synthesis trains on the successes
+    return {family: {k: n / len(runs) for k, n in row.items()} for family, row in sorted(counts.items())}
 
 
 def stage2_summary(runs):

@@ -484,7 +484,8 @@ def select_tasks(env_name, task_ids, n=None, listed=None):
     covers every family: of `listed` if given (each must be one of the split's task_ids; WebShop's
     are the server's session numbers, any of which can be asked for), else of the split."""
     if listed is not None:
-        unknown = [t for t in listed if t not in set(task_ids)] if env_name != "webshop" else []
+        split_ids = set(task_ids)
+        unknown = [t for t in listed if t not in split_ids] if env_name != "webshop" else []
         if unknown:
             raise StepError(f"{len(unknown)} listed task ids are not in this split, e.g. {unknown[:3]}")
         task_ids = listed
@@ -535,9 +536,9 @@ def run_agent(args, out_file, judge=None, max_corrections=0, mark=lambda traject
     finally:
         for env in spare:  # unused when every task was already done
             env.close()
-    by_task = {t["task"]: t for t in read_jsonl(out_file)}
+    by_task, selected = {t["task"]: t for t in read_jsonl(out_file)}, set(task_ids)
     in_task_order = [by_task[t] for t in task_ids if t in by_task] + [t for t in by_task.values()
-                                                                       if t["task"] not in set(task_ids)]
+                                                                       if t["task"] not in selected]
     text = "".join(json.dumps(t) + "\n" for t in in_task_order)
     if Path(out_file).read_text() != text:  # untouched when already in order (a finished rerun)
         write_atomic(out_file, text)
@@ -688,8 +689,9 @@ def engine_accepts(env, trajectory, index, action):
     of a recorded episode: a reset, the recorded actions replayed, then `action`."""
     env.reset(trajectory["task"])
     for message in trajectory["messages"][:index + 1]:
-        if message["role"] == "assistant" and envs.parse_action(message["content"]) is not None:
-            env.step(envs.parse_action(message["content"]))
+        recorded = envs.parse_action(message["content"]) if message["role"] == "assistant" else None
+        if recorded is not None:
+            env.step(recorded)
     return not env.step(action)[3]["invalid"]
 
 
