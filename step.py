@@ -28,7 +28,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import torch
+if not sys.stderr.isatty():  # a log file: a progress bar's line a minute, not one per update (read when tqdm is imported)
+    os.environ.setdefault("TQDM_MININTERVAL", "60")
+import torch  # noqa: E402
 import torch.nn.functional as F
 from tqdm import tqdm
 
@@ -953,8 +955,6 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for chatty in ("py4j", "scienceworld"):  # the engine's bridge logs every JVM start and stop
         logging.getLogger(chatty).setLevel(logging.ERROR)
-    if not sys.stderr.isatty():  # a log file: a progress bar's line a minute, not one per update
-        os.environ.setdefault("TQDM_MININTERVAL", "60")
     try:
         args.run(args)
     except (StepError, ValueError, FileNotFoundError) as e:
