@@ -14,6 +14,9 @@ envs:  SciWorld step latency through envs.py vs the stock env.step on the same a
        per minute of the built-in default's agent with 1 vs 8 parallel episodes.
 synthesis: episodes per minute with 1 vs 8 parallel episodes against the oracle teacher delayed
        by 0.5 s a call.
+gpu:   (CUDA only) bf16 logits parity with transformers on a LLaMA-2-7B-shaped stack; training tokens/s
+       and MFU with per-block checkpointing at 4096 tokens, standard mode vs transformers on 8 of the 32
+       layers, and --memory lean on all 32; peak CUDA memory against step.estimate_memory.
 """
 import argparse
 import functools
@@ -317,13 +320,122 @@ def bench_student(device, student=None, seq=768, prompt=384, new_tokens=32, roun
                    batch * speeds[dtype, batch, "ours"], batch * speeds[dtype, batch, "transformers"], "tok/s")
 
 
+LLAMA2_7B = dict(dim=4096, n_layers=32, n_heads=32, vocab_size=32000, hidden_dim=11008)
+H100_BF16_PEAK = 989e12  # dense bf16 tensor-core FLOP/s of an H100 SXM (the MFU denominator)
+
+
+def flops_per_token(args, seq):
+    """Model FLOPs of one trained token (nanoGPT's and PaLM's count): 6 per weight of every matrix
+    product (forward 2, backward 4; the embedding lookup is none) + 12 L d T for attention's scores and
+    weighted sums. Checkpointing's recomputation is not counted: MFU measures useful work."""
+    with torch.device("meta"):
+        shapes = M.Transformer(args).named_parameters()
+    matmul_weights = sum(p.numel() for n, p in shapes if p.dim() == 2 and not n.startswith("embed_tokens"))
+    return 6 * matmul_weights + 12 * args.n_layers * args.dim * seq
+
+
+def bench_gpu(device, seq=4096, speed_layers=8, parity_layers=2):
+    """The GPU figures the README quotes: parity, training speed and MFU, peak memory vs the estimate."""
+    if not str(device).startswith("cuda"):
+        raise SystemExit("bench gpu: needs --device cuda")
+    import step
+    name = torch.cuda.get_device_name()
+    print(f"gpu: {name}, LLaMA-2-7B shape {LLAMA2_7B}, MFU against {H100_BF16_PEAK / 1e12:.0f} TFLOP/s bf16")
+
+    # parity: the same weights in fp32 give the reference logits; both implementations in bf16 against them
+    ours, reference = build_pair(device, dict(LLAMA2_7B, n_layers=parity_layers))
+    ids = torch.randint(3, LLAMA2_7B["vocab_size"], (2, 512), generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        exact = logits_of(ours, ids).float()
+        fp32_gap = (logits_of(reference, ids).float() - exact).abs().max().item()
+        ours_bf16, reference_bf16 = (logits_of(m.to(torch.bfloat16), ids).float() for m in (ours, reference))
+    print(f"  bf16 logits parity ({parity_layers} layers, 2 x 512 tokens, max |difference|): model.py vs "
+          f"transformers {(ours_bf16 - reference_bf16).abs().max().item():.4f}; against fp32: model.py "
+          f"{(ours_bf16 - exact).abs().max().item():.4f}, transformers {(reference_bf16 - exact).abs().max().item():.4f}"
+          f"; fp32 model.py vs transformers {fp32_gap:.2e}; same argmax "
+          f"{(ours_bf16.argmax(-1) == reference_bf16.argmax(-1)).float().mean().item():.4f}")
+    del ours, reference, exact, ours_bf16, reference_bf16
+
+    ids = torch.randint(3, LLAMA2_7B["vocab_size"], (1, seq), generator=torch.Generator().manual_seed(1)).to(device)
+    config = dict(LLAMA2_7B, n_layers=speed_layers)
+    ours, reference = build_pair(device, config)
+    reference.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    ours.grad_ckpt = True
+    print(f"  training, standard (fp32 weights, bf16 autocast, AdamW), {speed_layers} layers, 1 x {seq} tokens a "
+          f"micro-batch, checkpointing:")
+    steps = {"ours": training_step_parts(ours.train(), ids, "standard", torch.bfloat16),
+             "transformers": training_step_parts(reference.train(), ids, "standard", torch.bfloat16)}
+    report_training(steps, M.ModelArgs(**config), seq, device)
+    del reference, steps
+    torch.cuda.empty_cache()
+    peak = peak_cuda_bytes(lambda: [part() for part in training_step_parts(ours, ids, "standard", torch.bfloat16)])
+    estimate = step.estimate_memory(M.ModelArgs(**config), seq, "standard")["total"]
+    print(f"  peak CUDA memory, standard, {speed_layers} layers: {peak / 1e9:.1f} GB; step.estimate_memory "
+          f"{estimate:.1f} GB")
+    del ours
+    torch.cuda.empty_cache()
+
+    with torch.device(device):
+        full = M.Transformer(M.ModelArgs(**LLAMA2_7B))
+    full = full.to(torch.bfloat16).train()  # --memory lean: bf16 weights, gradients and moments
+    full.grad_ckpt = True
+    print(f"  training, --memory lean, all 32 layers (6.74e9 parameters), 1 x {seq} tokens a micro-batch, "
+          f"checkpointing:")
+    parts = training_step_parts(full, ids, "lean", None)
+    report_training({"ours": parts}, M.ModelArgs(**LLAMA2_7B), seq, device)
+    torch.cuda.empty_cache()
+    peak = peak_cuda_bytes(lambda: [part() for part in parts])
+    estimate = step.estimate_memory(M.ModelArgs(**LLAMA2_7B), seq, "lean")
+    print(f"  peak CUDA memory, lean, 32 layers: {peak / 1e9:.1f} GB; step.estimate_memory {estimate['total']:.1f} GB "
+          f"({', '.join(f'{k} {v:.1f}' for k, v in estimate.items() if k not in ('params', 'bytes_per_param', 'total'))})")
+
+
+def training_step_parts(m, ids, memory, autocast_dtype):
+    """(forward+backward of one micro-batch, clip + optimizer step) as step.train runs them, so that a
+    step of G accumulated micro-batches can be timed as G x the first + the second."""
+    import step
+    optimizer = step.make_optimizer(m, argparse.Namespace(lr=1e-5, weight_decay=0.0, memory=memory))
+
+    def forward_backward():
+        if isinstance(m, M.Transformer):
+            step.accumulate_gradients(m, [(ids, ids)], ids.device, autocast_dtype)
+        else:  # transformers: the same loss
+            with torch.autocast(ids.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                logits = m(ids).logits[:, :-1]
+            F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten()).backward()
+
+    def optimizer_step():
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return forward_backward, optimizer_step
+
+
+def report_training(steps, args, seq, device, accumulations=(1, 16)):
+    """Tokens/s and MFU of a whole optimizer step with 1 and 16 micro-batches (16: the GPU recipe's)."""
+    names = list(steps)
+    parts = {(name, i): fn for name in names for i, fn in enumerate(steps[name])}
+    rates = best_speeds(parts, 1, 3, device)  # calls per second: forward+backward, optimizer step
+    flops = flops_per_token(args, seq)
+    for accumulation in accumulations:
+        per_s = [accumulation * seq / (accumulation / rates[name, 0] + 1 / rates[name, 1]) for name in names]
+        mfu = [100 * r * flops / H100_BF16_PEAK for r in per_s]
+        if len(names) == 2:
+            report(f"{accumulation} micro-batch(es) a step: tokens/s", *per_s, "tok/s")
+            report(f"{accumulation} micro-batch(es) a step: MFU %", *mfu, "%")
+        else:
+            print(f"  {accumulation} micro-batch(es) a step: {per_s[0]:.0f} tokens/s, MFU {mfu[0]:.1f} %")
+    print("  optimizer step (clip included): " + ", ".join(f"{n} {1 / rates[n, 1]:.2f} s" for n in names))
+
+
 SECTIONS = {"model": bench_model, "train": bench_train, "envs": bench_envs, "synthesis": bench_synthesis,
-            "student": bench_student}
+            "student": bench_student, "gpu": bench_gpu}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--only", nargs="+", choices=list(SECTIONS),
+                        default=[s for s in SECTIONS if s != "gpu" or torch.cuda.is_available()])
     parser.add_argument("--threads", type=int, default=2, help="torch threads, the same for both sides")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--student", default=None, help="the student section's model directory (convert-gguf output)")

@@ -102,6 +102,26 @@ def norm_action(action):
     return " ".join(action.lower().split())
 
 
+# Living things are named with their life stage ("adult cherry tree", "baby baby wolf", "blue jay
+# egg"), and the stage changes as time passes in the simulation: a gold path names them as they were
+# when it was recorded. The engine knows them by the name without the stage at any time.
+LIFE_STAGES = {"egg", "hatchling", "baby", "juvenile", "adult", "seedling", "reproducing"}
+NOT_NAMES = {"focus", "on", "pick", "up", "move", "to", "in", "into", "at", "containing", "and", "put", "down", "use"}
+
+
+def without_life_stages(action):
+    """The action with its living things named without their stage ("focus on adult cherry tree" ->
+    "focus on cherry tree"). A stage word is a name's part only beside another word of the name:
+    "move egg to red box" keeps its egg."""
+    words = norm_action(action).split()
+    return " ".join(w for i, w in enumerate(words) if w not in LIFE_STAGES or not (
+        i + 1 < len(words) and words[i + 1] not in NOT_NAMES or i > 0 and words[i - 1] not in NOT_NAMES))
+
+
+def same_action(a, b):
+    return without_life_stages(a) == without_life_stages(b)
+
+
 def is_navigation(action):
     return norm_action(action).startswith(NAVIGATION)
 
@@ -278,7 +298,7 @@ class SciWorld:
         strays = []
         for action, observation in self._steps[self._seen:]:
             if (self._on_gold_path and self._next < len(self._route)
-                    and norm_action(action) == norm_action(self._route[self._next])):
+                    and same_action(action, self._route[self._next])):
                 self._next += 1
                 continue
             self._on_gold_path = False
@@ -298,7 +318,7 @@ class SciWorld:
         in between (another way to the same point), or None. A look counts in its own room only."""
         looked_at = ROOM.match(observation)
         for i in range(self._next, len(self._route)):
-            if norm_action(self._route[i]) == norm_action(action) and (
+            if same_action(self._route[i], action) and (
                     looked_at is None or looked_at.group(1) == self._rooms[i]):
                 return i
             if not (is_navigation(self._route[i]) or norm_action(self._route[i]) == "look around"):
@@ -306,8 +326,10 @@ class SciWorld:
         return None
 
     def _shortest_plan(self):
+        """The rest of the route from here, its living things named without their stage (time has
+        passed since the gold path was recorded)."""
         if not self.teleport:
-            return self._route[self._next:]
+            return [without_life_stages(a) for a in self._route[self._next:]]
         plan, here = [], self._room()
         for action, room in zip(self._route[self._next:], self._rooms[self._next:]):
             if is_navigation(action):
@@ -315,7 +337,7 @@ class SciWorld:
             if room != here:
                 plan.append(f"teleport to {room}")
                 here = room
-            plan.append(action)
+            plan.append(without_life_stages(action))
         return plan
 
     def _room(self):

@@ -12,6 +12,7 @@ up to 16 tasks). Both use a fixed generator, so the same episodes give the same 
 import itertools
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,8 @@ log = logging.getLogger("step.report")
 
 BOOTSTRAP_SAMPLES = 4000
 PERMUTATIONS = 20000
-# The comparisons a STeP study is about, when both variants ran; every variant is also compared
-# with golden-only, the paper's baseline.
+# The comparisons a STeP study is about, when both variants ran; step is also compared with each of
+# its ablations (step-*), and every variant with golden-only, the paper's baseline.
 KEY_COMPARISONS = [("step", "golden-only"), ("step", "base"), ("step", "step-nomask")]
 
 
@@ -113,6 +114,21 @@ def trained_data(runs, variant):
             "trainable_tokens": float(np.mean([s["trainable_tokens"] for s in summaries]))}
 
 
+END_REASONS = ("done", "max_steps", "invalid_actions")
+
+
+def behaviour(episodes):
+    """What the agent did at test time: the share of episodes in which a reply has a `Reflection:`
+    line (a reflection placed at the start of a thought cannot be told apart from a thought), the
+    reflection lines per episode, and how the episodes ended (% of episodes)."""
+    reflections = [sum("Reflection:" in m["content"] for m in e["messages"] if m["role"] == "assistant")
+                   for e in episodes]
+    ends = Counter(e["end_reason"] if e["end_reason"] in END_REASONS else "other" for e in episodes)
+    return {"reflecting_episodes": round(100 * float(np.mean([n > 0 for n in reflections])), 2),
+            "reflections_per_episode": round(float(np.mean(reflections)), 3),
+            "end_reasons": {reason: round(100 * ends[reason] / len(episodes), 2) for reason in [*END_REASONS, "other"]}}
+
+
 def variant_rows(runs, episodes, settings, rng):
     """A row per variant and split, and the grids the comparisons need."""
     rows, grids = [], {}
@@ -128,12 +144,14 @@ def variant_rows(runs, episodes, settings, rng):
             "episodes": n_seeds * n_tasks, "seeds": n_seeds, "tasks": n_tasks,
             "seed_scores": [round(float(s), 2) for s in grid["metric"].mean(axis=1)],
             "family_scores": family_means(grid["metric"], tasks, settings["env"]),
+            "behaviour": behaviour([e for seed in runs for e in episodes[seed, variant, split]]),
             **trained_data(runs, variant)})
     return rows, grids
 
 
 def comparison_pairs(variants):
     pairs = [p for p in KEY_COMPARISONS if set(p) <= set(variants)]
+    pairs += [("step", v) for v in variants if v.startswith("step-") and "step" in variants]
     pairs += [(v, "golden-only") for v in variants if "golden-only" in variants and v != "golden-only"]
     return list(dict.fromkeys(pairs))
 
@@ -222,6 +240,13 @@ def markdown(results):
               "|---|---|" + "---|" * len(families)]
     lines += [f"| {r['variant']} | {r['split']} | " + " | ".join(f"{r['family_scores'].get(f, float('nan')):.1f}"
                                                                 for f in families) + " |" for r in results["rows"]]
+    lines += ["", "## What the agents did (every seed's episodes)", "",
+              "| variant | split | episodes with a Reflection: line % | reflection lines an episode | ended: done % | "
+              "max steps % | invalid actions % | other % |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['variant']} | {r['split']} | {r['behaviour']['reflecting_episodes']:.1f} | "
+              f"{r['behaviour']['reflections_per_episode']:.2f} | "
+              + " | ".join(f"{r['behaviour']['end_reasons'][k]:.1f}" for k in [*END_REASONS, "other"]) + " |"
+              for r in results["rows"]]
     lines += ["", "## Training data by task family (mean over seeds)", "",
               "| family | D1 golden | U2 golden | stage-2 episodes | reflected kept |", "|---|---|---|---|---|"]
     lines += [f"| {f} | {c['d1']:.1f} | {c['u2_golden']:.1f} | {c['reflected_episodes']:.1f} | {c['reflected_kept']:.1f} |"

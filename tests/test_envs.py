@@ -186,7 +186,7 @@ def test_invalid_marks_what_the_engine_did_not_understand_or_refused(sciworld):
 def test_the_expert_follows_the_gold_path_then_rejoins_it_by_teleport(sciworld, monkeypatch):
     monkeypatch.setattr(envs, "_GOLD_PATHS", {})  # generated here (reload + replay), not by another test
     sciworld.reset(LIFESPAN)  # in the kitchen, next to the outside
-    rest = ["look around", "focus on baby baby elephant", "wait1"]
+    rest = ["look around", "focus on elephant", "wait1"]  # off the gold path: named without its life stage
     assert sciworld.expert_action() == "open door to outside"  # the gold path's own harmless door opening
     assert sciworld.expert_plan() == ["teleport to outside"] + rest  # each change of room one teleport
     sciworld.step("open door to outside")
@@ -225,6 +225,25 @@ def test_the_expert_takes_the_agents_choice_or_knows_the_task_is_lost(sciworld):
     assert sciworld.step("focus on baby ant")[1:4] == (0.0, True, {"score": 0.0, "won": False, "invalid": False,
                                                                   "question": False, "engine_score": -100})
     assert sciworld.expert_plan() is None  # the engine failed the task
+
+
+def test_the_expert_names_living_things_as_they_are_when_time_has_passed(sciworld):
+    """A gold path names a living thing by its stage when it was recorded ("adult cherry tree"); twelve
+    waits later the plant has grown and the engine no longer knows that name. The expert's plan names
+    it without the stage, which the engine knows at any time, and wins."""
+    gold = [envs.parse_action(m["content"]) for m in envs.golden_trajectory(sciworld, "find-plant/150")["messages"]
+            if m["role"] == "assistant"]
+    assert "focus on adult apple tree" in gold
+    sciworld.reset("find-plant/150")
+    for _ in range(12):
+        sciworld.step("wait1")
+    plan = sciworld.expert_plan()
+    assert "focus on apple tree" in plan
+    assert [sciworld.step(action)[1:3] for action in plan][-1] == (1.0, True)
+    assert envs.without_life_stages("move egg blue jay egg in inventory to red box") == \
+        "move blue jay in inventory to red box"
+    assert envs.without_life_stages("focus on baby baby wolf") == "focus on wolf"
+    assert envs.without_life_stages("move egg to red box") == "move egg to red box"  # the egg is the name
 
 
 def test_a_task_gives_the_same_observations_and_gold_path_whatever_the_engine_played_before(sciworlds, monkeypatch):
@@ -373,7 +392,7 @@ def test_the_judge_sees_the_facts_and_corrects_wrong_steps(sciworlds):
     # find: sky (wrong), look around (the correction), focus on lighter (unjudged), move it (won)
     assert (find["steps"], find["teacher_calls"], find["unjudged"], find["teacher_latency_s"]) == (4, 5, 1, 1.25)
     first = next(s for s in steps if s["task_id"] == LIFESPAN)
-    plan = ["teleport to outside", "look around", "focus on baby baby elephant", "wait1"]
+    plan = ["teleport to outside", "look around", "focus on elephant", "wait1"]
     assert first == {"env": "sciworld", "split": "dev", "task_id": LIFESPAN, "instruction": envs.SCIWORLD_INSTRUCTION,
                      "task": lifespan["messages"][1]["content"], "history": lifespan["messages"][:2],
                      "reply": "Thought: I should look at the sky.\nAction: look at sky",

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import envs
 import pipeline
@@ -135,6 +136,17 @@ def test_eval_writes_episodes_and_a_summary_and_skips_them_on_rerun(agent, tmp_p
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     before = (tmp_path / "episodes.jsonl").read_text()
     assert step.evaluate(args) == summary and (tmp_path / "episodes.jsonl").read_text() == before
+
+
+def test_eval_plays_the_agent_in_the_dtype_asked_for(agent, tmp_path):
+    """--dtype bf16 loads the agent's weights in bf16 (a pretrained student on a CPU); the default on a
+    CPU is fp32, the scratch model's training precision."""
+    _, model, _ = agent
+    assert {p.dtype for p in step.load_agent(model, "cpu")[0].parameters()} == {torch.float32}
+    assert {p.dtype for p in step.load_agent(model, "cpu", dtype="bf16")[0].parameters()} == {torch.bfloat16}
+    summary = step.evaluate(step.command_args("eval", model=model, split="test", tasks=1, task_types=TASK_TYPES,
+                                              out=tmp_path, max_new_tokens=8, max_invalid=2, dtype="bf16"))
+    assert summary["sciworld/test"]["episodes"] == len(read_jsonl(tmp_path / "episodes.jsonl")) == 1
 
 
 # Fields that measure time: the only ones two identical runs may differ in.

@@ -63,6 +63,22 @@ def test_comparison_pairs():
         ("step", "golden-only"), ("step", "base"), ("step", "step-nomask"), ("base", "golden-only"),
         ("step-nomask", "golden-only")]
     assert report.comparison_pairs(["base", "step"]) == [("step", "base")]
+    assert report.comparison_pairs(["base", "golden-only", "step", "step-noreflection", "step-reflection-in-thought"]) == [
+        ("step", "golden-only"), ("step", "base"), ("step", "step-noreflection"), ("step", "step-reflection-in-thought"),
+        ("base", "golden-only"), ("step-noreflection", "golden-only"), ("step-reflection-in-thought", "golden-only")]
+
+
+def test_behaviour_counts_reflection_lines_and_end_reasons():
+    def episode(replies, end_reason):
+        return {"end_reason": end_reason, "messages": [{"role": "user", "content": "Reflection: not the agent's"}] +
+                [{"role": "assistant", "content": r} for r in replies]}
+    episodes = [episode(["Thought: a\nAction: look around", "Reflection: wrong room.\nThought: b\nAction: x"], "done"),
+                episode(["Reflection: c\nThought: d\nAction: y"] * 3, "invalid_actions"),
+                episode(["Thought: e\nAction: z"], "max_steps"),
+                episode([], "env_error: the JVM died")]
+    assert report.behaviour(episodes) == {"reflecting_episodes": 50.0, "reflections_per_episode": 1.0,
+                                          "end_reasons": {"done": 25.0, "max_steps": 25.0, "invalid_actions": 25.0,
+                                                          "other": 25.0}}
 
 
 def test_variance_components_recover_a_known_two_way_grid():
