@@ -940,7 +940,7 @@ def run_episodes(policy, env_factory, task_ids, *, parallel=8, judge=None, max_c
                 finished[traj["task"]] = traj
                 done = finished.values()
                 bar.set_postfix(success=f"{sum(t['success'] for t in done) / len(done):.0%}",
-                                score=f"{100 * sum(t['reward'] for t in done) / len(done):.1f}")
+                                score=f"{100 * sum(t['reward'] for t in done) / len(done):.1f}", refresh=False)
                 bar.update()
                 if on_episode:
                     on_episode(traj)

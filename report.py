@@ -165,7 +165,7 @@ def comparisons(grids, settings, rng):
         diff = grid_a["metric"] - grid_b["metric"]
         success_diff = grid_a["success"] - grid_b["success"]
         out.append({"a": a, "b": b, "split": split, "diff": round(float(diff.mean()), 2),
-                    "ci95": bootstrap_ci(diff, rng), "p": round(sign_flip_p(diff.mean(axis=0), rng), 4),
+                    "ci95": bootstrap_ci(diff, rng), "p": float(f"{sign_flip_p(diff.mean(axis=0), rng):.2g}"),
                     "success_diff": round(float(success_diff.mean()), 2),
                     "success_ci95": bootstrap_ci(success_diff, rng),
                     "spread": {k: None if v is None else round(v, 2) for k, v in variance_components(diff).items()}})

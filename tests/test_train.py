@@ -1,6 +1,10 @@
 """step.py train: the loss, accumulation, checkpointing, resume, the saved model, partial masking,
 the lean optimizer. A tiny LLaMA (dim 64, 2 layers) on hand-written trajectories, on the CPU."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,6 +17,7 @@ from model import ModelArgs, Transformer, load_model, save_model, train_tokenize
 from step import (LOG, SUMMARY, LeanAdamW, StepError, accumulate_gradients, build_parser, count_trainable,
                   estimate_memory, learning_rate, main, summed_token_loss, train, command_args)
 
+REPO = Path(__file__).resolve().parents[1]
 SYSTEM = "You are an agent in a small text world. Reply with a Thought and an Action."
 ROOMS = ["kitchen", "greenhouse", "workshop", "bathroom", "bedroom", "art studio"]
 THINGS = ["apple", "orange", "seed", "battery", "red box", "blue jar"]
@@ -317,6 +322,19 @@ def test_command_line_options_and_defaults(tmp_path):
     assert command_args("train", model="m", data=["a"], out="o", epochs=1).epochs == 1
     with pytest.raises(TypeError, match="no option named epoch"):
         command_args("train", model="m", data=["a"], out="o", epoch=1)
+
+
+def test_progress_bar_redirected_to_a_file_stays_quiet(tiny, tmp_path):
+    """`python step.py train ... 2> log`: 40 epochs are 40 steps, but the bar is drawn at most once
+    a minute in a file (its first and last states here), not once a step."""
+    command = [sys.executable, "step.py", "train", "--model", str(tiny.model), "--data", str(tiny.data),
+               "--out", str(tmp_path / "run"), "--epochs", "40", "--batch-tokens", "512", "--max-len", "512",
+               "--threads", "1", "--device", "cpu"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
+    log = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=True).stderr
+    steps = json.loads((tmp_path / "run" / SUMMARY).read_text())["steps"]
+    drawn = [part for line in log.splitlines() for part in line.split("\r") if part.startswith("train:") and "|" in part]
+    assert steps > 20 and 1 <= len(drawn) <= 3
 
 
 def test_command_line_reports_a_missing_data_file(tiny, tmp_path):
