@@ -395,7 +395,7 @@ class SciWorld:
         named = re.match(r"You (?:focus on|move) the (.+?)(?: to the inventory)?\.$", self._last)
         chosen = named.group(1) if named else norm_action(action)[len(verb):]  # as the engine names it
         gold = norm_action(self._route[i])[len(verb):]
-        swaps = {gold: chosen, gold.split(" ", 1)[-1]: chosen}  # "adult apple tree" is "apple tree" later
+        swaps = {gold: chosen, without_life_stages(gold): chosen}  # "adult apple tree" is "apple tree" later
         later_pick = next((a for a in self._route[i + 1:] if norm_action(a).startswith("pick up ")), None)
         container = re.search(r"^\s*an? (.+?) \(containing [^\n]*\b" + re.escape(chosen) + r"\b",
                               self._server.freeActionLook(), re.M)
