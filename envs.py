@@ -55,6 +55,10 @@ Actions (write object and room names as the observations write them):
 When the simulator asks which object you meant, answer with the number of your choice."""
 
 SCIWORLD_SPLITS = {"train": "train", "dev": "dev", "seen": "dev", "test": "test", "unseen": "test"}
+# The expert that corrects: from the current state (rejoins the gold path by teleport, adapts to the
+# agent's choices), or the gold path's actions not done yet wherever the agent is (the earlier one,
+# an ablation of issue 12; its corrections can be impossible from where the agent stands).
+SCIWORLD_EXPERTS = ("current-state", "gold-path")
 
 # Episode limits per task, as in ETO (the last seven from later work that kept ETO's setup).
 SCIWORLD_MAX_STEPS = {
@@ -162,7 +166,8 @@ class SciWorld:
         """The task type of an id "task/variation"."""
         return task_id.rsplit("/", 1)[0]
 
-    def __init__(self, split, tasks=None, simplification="easy", max_steps=None, look_outside=True, timeout=300.0):
+    def __init__(self, split, tasks=None, simplification="easy", max_steps=None, look_outside=True, timeout=300.0,
+                 expert="current-state"):
         if split not in SCIWORLD_SPLITS:
             raise ValueError(f"SciWorld split must be one of {sorted(SCIWORLD_SPLITS)}, got {split!r}")
         names = sorted(SCIWORLD_MAX_STEPS)
@@ -172,7 +177,10 @@ class SciWorld:
             raise ValueError(f"SciWorld: unknown tasks {unknown}; the tasks are {names}")
         self.split, self.tasks, self.simplification = SCIWORLD_SPLITS[split], tasks, simplification
         self.teleport = "easy" in simplification or "teleportAction" in simplification
+        if expert not in SCIWORLD_EXPERTS:
+            raise ValueError(f"SciWorld expert must be one of {SCIWORLD_EXPERTS}, got {expert!r}")
         self.look_outside, self._max_steps = look_outside, int(max_steps) if max_steps else None
+        self.expert = expert
         self.engine = self._start_engine(timeout)
         self._server = self.engine.server  # the raw simulator: its step skips the valid-action listing
         self._episode = None  # (task, variation) of the current episode
@@ -186,7 +194,7 @@ class SciWorld:
         engine = ScienceWorldEnv("", envStepLimit=10**9)  # episode limits are ours
         # py4j waits forever on a hung JVM by default: bound every call (pooled sockets included).
         engine._gateway.gateway_parameters.read_timeout = timeout
-        for connection in engine._gateway._gateway_client.deque:
+        for connection in list(engine._gateway._gateway_client.deque):  # a copy: py4j's threads change it
             connection.socket.settimeout(timeout)
         java = engine._gateway.jvm.java.lang
         if java.System.identityHashCode(java.Object()) != 1:
@@ -265,7 +273,9 @@ class SciWorld:
         reloaded copy of the episode; if it fails, the route takes the object the agent chose
         instead of the gold path's (another thing to focus on, another pot) and is checked again.
         [] once won; None when the expert has no way to finish: the task failed, or neither check
-        won. Without teleports (a simplification without them) the plan is the rest of the route."""
+        won. Without teleports (a simplification without them) the plan is the rest of the route.
+        The "gold-path" expert (an ablation: the expert before this one) plans the gold path's
+        actions not done yet, as recorded, wherever the agent is."""
         if self._episode is None:
             raise RuntimeError("SciWorld: expert_plan() before reset()")
         if self._done:
@@ -273,6 +283,8 @@ class SciWorld:
         self._follow()
         if self._dead:
             return None
+        if self.expert == "gold-path":
+            return self._answer_question(self._route[self._next:])
         return self._answer_question(self._shortest_plan())
 
     def expert_action(self):
@@ -310,7 +322,7 @@ class SciWorld:
             elif not is_harmless(action):
                 strays.append(action)
         self._seen = len(self._steps)
-        if strays and self.teleport and not self._plan_wins(self._shortest_plan()):
+        if strays and self.teleport and self.expert == "current-state" and not self._plan_wins(self._shortest_plan()):
             self._dead = not self._take_agents_choice(strays[-1])
 
     def _find_ahead(self, action, observation):

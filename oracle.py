@@ -166,7 +166,25 @@ def plan_length(text):
     return None if text is None or text == NO_WAY else int(text.split()[0])
 
 
-def error_kind(step):
+# How the oracle judges a step (issue 12's ablations): "facts" is the teacher prompt's VERDICT_RULE;
+# "gold-step" is the rule before it, wrong whenever the step is not the expert's next action (a
+# harmless no-op or another valid route included).
+VERDICT_RULES = ("facts", "gold-step")
+# How it words a reflection: by kind of error, or the earlier fixed sentence that quotes the failed
+# action and the observation verbatim.
+REFLECTION_STYLES = ("by-kind", "verbatim")
+
+
+def error_kind(step, rule="facts"):
+    """Why the step is wrong under the verdict rule, or None if it is not."""
+    kind = facts_error_kind(step)
+    if kind is None and rule == "gold-step" and step["action"] is not None and (
+            norm_action(step["action"]) != norm_action(step["expert_before"] or "")):
+        return "not_expert"
+    return kind
+
+
+def facts_error_kind(step):
     """Why the step is wrong by the reference's facts (VERDICT_RULE), or None if it is not."""
     before, after = step["plan_before"], step["plan_after"]
     shorter = before is not None and after is not None and after < before
@@ -185,11 +203,17 @@ def error_kind(step):
     return None
 
 
-def reflection(kind, step):
-    """What went wrong, in the agent's voice, grounded in what the environment answered; worded by
-    the kind of error, without repeating the failed action."""
+def reflection(kind, step, correction, style="by-kind"):
+    """What went wrong, in the agent's voice, grounded in what the environment answered: worded by
+    the kind of error without repeating the failed action, or (style "verbatim") the earlier fixed
+    sentence that quotes the action, the observation and the correction."""
     action, observation = norm_action(step["action"] or ""), step["observation"]
+    if style == "verbatim":
+        return (f"I did '{action}' and got '{observation}', which does not advance the task; "
+                f"the next step is '{correction}'.")
     verb = action.split(" ")[0] if action else ""
+    if kind == "not_expert":
+        return "That was not the step the task needed next."
     if kind == "no_action":
         return "My reply had no action line, so nothing happened."
     if kind == "rejected":
@@ -237,18 +261,18 @@ def read_step(prompt):
             "later": [a.strip() for a in (find_line(reference, EXPERT_THEN) or "").split(";") if a.strip()]}
 
 
-def oracle_verdict(prompt):
-    """The scripted teacher: "wrong" when the reference's facts say so (see error_kind), with a
-    reflection by kind of error and the expert's next action after the step (or, for a step that
-    cannot be undone, the one it should have done: the episode ends anyway); else "correct". Without
-    facts and an expert to correct by, every step is "correct"."""
+def oracle_verdict(prompt, rule="facts", reflection_style="by-kind"):
+    """The scripted teacher: "wrong" when the verdict rule says so (see error_kind), with a
+    reflection and the expert's next action after the step (or, for a step that cannot be undone,
+    the one it should have done: the episode ends anyway); else "correct". Without facts and an
+    expert to correct by, every step is "correct"."""
     step = read_step(prompt)
-    kind = error_kind(step) if step["known"] else None
+    kind = error_kind(step, rule) if step["known"] else None
     action = step["expert_before"] if kind == "irreversible" else step["expert_after"]
     if kind is None or not action:
         return {"verdict": "correct"}
     later = [] if kind == "irreversible" else step["later"]
-    return {"verdict": "wrong", "reflection": reflection(kind, step),
+    return {"verdict": "wrong", "reflection": reflection(kind, step, action, reflection_style),
             "thought": scripted_thought(step["task"], action, later), "action": action}
 
 
@@ -286,7 +310,7 @@ class OracleHandler(JSONHandler):
         except (ValueError, KeyError, IndexError, TypeError):
             return self.send_json(400, {"error": {"message": "expected a chat completions request"}})
         time.sleep(self.server.delay_s)
-        answer = json.dumps(oracle_verdict(prompt))
+        answer = json.dumps(oracle_verdict(prompt, self.server.rule, self.server.reflection_style))
         n_in, n_out = len(prompt.split()), len(answer.split())  # words, as a rough token count
         self.send_json(200, {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
@@ -304,14 +328,18 @@ class OracleServer(ThreadingHTTPServer):
         self.server_close()
 
 
-def serve_oracle_teacher(host="127.0.0.1", port=0, delay_s=0.0):
+def serve_oracle_teacher(host="127.0.0.1", port=0, delay_s=0.0, rule="facts", reflection_style="by-kind"):
     """Start the oracle teacher: a scripted, deterministic stand-in for a teacher LLM (no GPU),
     serving OpenAI-style POST /chat/completions and GET /health in a daemon thread. It judges only
-    from the expert actions written in the prompt (see oracle_verdict); any real LLM endpoint
-    replaces it via --teacher-url. `delay_s` sleeps per request, to mimic a slow teacher.
+    from the expert actions written in the prompt (see oracle_verdict, whose `rule` and
+    `reflection_style` it passes on); any real LLM endpoint replaces it via --teacher-url. `delay_s`
+    sleeps per request, to mimic a slow teacher.
     Returns the server: `server.server_address[1]` is the port, `server.shutdown()` stops it."""
+    if rule not in VERDICT_RULES or reflection_style not in REFLECTION_STYLES:
+        raise ValueError(f"oracle teacher: rule {rule!r} not in {VERDICT_RULES} or reflection style "
+                         f"{reflection_style!r} not in {REFLECTION_STYLES}")
     server = OracleServer((host, port), OracleHandler)
-    server.delay_s = delay_s
+    server.delay_s, server.rule, server.reflection_style = delay_s, rule, reflection_style
     # A short poll interval makes shutdown() quick.
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
                      name="oracle-teacher").start()

@@ -12,6 +12,7 @@ Every stage writes as it goes and is skipped once finished, so a rerun resumes w
 """
 import argparse
 import contextlib
+import copy
 import json
 import logging
 import random
@@ -77,13 +78,27 @@ def seeds_option(text):
     return text
 
 
-def split_d1_u2(golden_file, run, seed):
+def without_thoughts(trajectory):
+    """The golden trajectory in the earlier turn format, `Action: X` alone (issue 12's ablation of
+    golden thoughts; the teacher's corrections keep theirs, as they did then)."""
+    out = copy.deepcopy(trajectory)
+    for m in out["messages"]:
+        if m["role"] == "assistant":
+            m.pop("thought", None)
+            m["content"] = render_turn(m.get("action") or envs.parse_action(m["content"]))
+    return out
+
+
+def split_d1_u2(golden_file, run, seed, golden_thoughts=True):
     """U1/U2: about half of each task family's training tasks, chosen by seed (kept once written)."""
     d1_file, u2_file = run / "d1.jsonl", run / "u2_golden.jsonl"
     if not u2_file.exists():
         rng = random.Random(seed)
         families = {}
-        for t in sorted(load_trajectories(golden_file), key=lambda t: t["task"]):  # file order must not matter
+        golden = load_trajectories(golden_file)
+        if not golden_thoughts:
+            golden = [without_thoughts(t) for t in golden]
+        for t in sorted(golden, key=lambda t: t["task"]):  # file order must not matter
             families.setdefault(envs.task_family(t["env"], t["task"]), []).append(t)
         for group in families.values():
             rng.shuffle(group)
@@ -135,12 +150,12 @@ def scratch_model(run, trajectories, seed):
 
 
 @contextlib.contextmanager
-def teacher_endpoint(url):
-    """The given teacher URL, or the oracle teacher served on loopback for the duration."""
-    if url:
-        yield url
+def teacher_endpoint(args):
+    """--teacher-url, or the oracle teacher (--oracle-*) served on loopback for the duration."""
+    if args.teacher_url:
+        yield args.teacher_url
         return
-    server = serve_oracle_teacher("127.0.0.1", 0)
+    server = serve_oracle_teacher("127.0.0.1", 0, rule=args.oracle_rule, reflection_style=args.oracle_reflection)
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
@@ -159,10 +174,17 @@ RECIPES = {
 }
 
 
+def recipe_name(args):
+    """--recipe, or the one for this model and device: a small student's recipe is named for the CPU
+    it was made on, and a GPU user training one (SmolLM2-135M) names it."""
+    if args.recipe:
+        return args.recipe
+    return "scratch" if args.model is None else "pretrained-cpu" if args.device == "cpu" else "pretrained-gpu"
+
+
 def training_settings(args, preset, stage_name, seed):
-    """Stage 1 or 3 hyper-parameters from the recipe for this model and device; --lr/--epochs/
-    --batch-tokens override it."""
-    recipe = "scratch" if args.model is None else "pretrained-cpu" if args.device == "cpu" else "pretrained-gpu"
+    """Stage 1 or 3 hyper-parameters from the recipe; --lr/--epochs/--batch-tokens override it."""
+    recipe = recipe_name(args)
     lr, epochs1, epochs3, batch_tokens, grad_accum, grad_ckpt, dtype = RECIPES[recipe]
     epochs = {"stage1": epochs1 or preset["stage1_epochs"], "stage3": epochs3 or preset["stage3_epochs"]}[stage_name]
     return dict(lr=args.lr or lr, epochs=args.epochs or epochs, batch_tokens=args.batch_tokens or batch_tokens,
@@ -194,7 +216,8 @@ def run_seed(args, run, seed, preset, common):
     """Stages 2-6 for one seed, in run/seed-K/."""
     seed_dir = run / f"seed-{seed}"
     seed_dir.mkdir(parents=True, exist_ok=True)
-    d1, u2 = split_d1_u2(Path(args.golden) if args.golden else run / "golden.jsonl", seed_dir, seed)
+    d1, u2 = split_d1_u2(Path(args.golden) if args.golden else run / "golden.jsonl", seed_dir, seed,
+                         golden_thoughts=args.golden_thoughts == "oracle")
     log.info("seed %d: D1 %d golden trajectories, U2 %d tasks", seed, len(d1), len(u2))
 
     stage(f"seed {seed}: the model")
@@ -205,10 +228,11 @@ def run_seed(args, run, seed, preset, common):
                                  **training_settings(args, preset, "stage1", seed)))
 
     stage(f"seed {seed}: stage 2: self-reflected trajectories on U2, teacher watching every step")
-    with teacher_endpoint(args.teacher_url) as url:
+    with teacher_endpoint(args) as url:
         step.synthesize(step.command_args(
             "synthesize", model=seed_dir / "base", split="train", task_file=seed_dir / "u2_tasks.txt",
             out=seed_dir / "reflected.jsonl", max_invalid=args.max_invalid, dtype=agent_dtype(args),
+            sciworld_expert=args.sciworld_expert,
             **teacher_options(args, teacher_url=url), **common))
 
     stage(f"seed {seed}: stage 3: STeP and the baselines, same seed and budget")
@@ -274,6 +298,11 @@ def add_pipeline_command(commands, add_teacher_options):
     p.add_argument("--task-types", default=None, help="task families (default: the preset's short SciWorld tasks)")
     p.add_argument("--model", default=None, help="start from this checkpoint (e.g. LLaMA-2-7B-Chat) instead of a scratch model")
     add_teacher_options(p, required=False)
+    step.add_oracle_options(p)
+    step.add_sciworld_expert_option(p)
+    p.add_argument("--golden-thoughts", choices=["oracle", "none"], default="oracle",
+                   help="golden turns as `Thought: ...\nAction: ...` (the oracle's scripted thoughts), or "
+                        "`Action: ...` alone, the earlier format [%(default)s]")
     p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS),
                    help="stage 3 variants to train and evaluate beside the base agent")
     p.add_argument("--stage3-from", choices=["base-agent", "model"], default="base-agent",
@@ -284,6 +313,9 @@ def add_pipeline_command(commands, add_teacher_options):
                    help="held-out evaluation tasks per split; default: the preset's (all of the set with --eval-set)")
     p.add_argument("--eval-set", choices=sorted(step.EVAL_SETS), default=None,
                    help="evaluate on a published list of tasks (eto: ETO's, as the literature reports)")
+    p.add_argument("--recipe", choices=list(RECIPES), default=None,
+                   help="stage 1 and 3 hyper-parameters (pipeline.RECIPES); default: scratch without --model, "
+                        "else pretrained-cpu on a CPU and pretrained-gpu (ETO's, for a 7B) on a GPU")
     p.add_argument("--epochs", type=step.positive_int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-tokens", type=step.positive_int, default=None)

@@ -39,7 +39,7 @@ from convert_gguf import SMOLLM2_PACKAGE, convert_gguf, installed_smollm2
 from data import (IGNORE_INDEX, REFLECTION_PLACEMENTS, append_jsonl, build_samples, collate, encode_prompt,
                   end_of_turn_id, length_grouped_batches, load_trajectories, marked_for_training, padding_fraction,
                   read_jsonl, turns_without_thought, write_atomic, write_json)
-from oracle import annotate_golden, serve_oracle_teacher
+from oracle import REFLECTION_STYLES, VERDICT_RULES, annotate_golden, serve_oracle_teacher
 from teacher import RESPONSE_FORMATS, TeacherClient, TeacherUnavailable
 from model import CHAT_FORMATS, CachedDecoder, ModelArgs, load_model, load_tokenizer, replace_dir, save_model
 
@@ -478,6 +478,10 @@ def env_options(args, listed=None):
     options = {"tasks": args.task_types.split(",")} if args.task_types else {}
     if listed and args.env == "sciworld":
         options["tasks"] = sorted({envs.task_family(args.env, t) for t in listed})
+    if getattr(args, "sciworld_expert", "current-state") != "current-state":  # synthesize's ablation switch
+        if args.env != "sciworld":
+            raise StepError(f"--sciworld-expert {args.sciworld_expert}: an option of SciWorld, not {args.env}")
+        options["expert"] = args.sciworld_expert
     return {**options, "max_steps": args.max_steps} if args.max_steps else options
 
 
@@ -754,7 +758,7 @@ def teacher_eval(args):
 
 def teacher(args):
     """Serve the scripted oracle teacher on loopback until interrupted."""
-    server = serve_oracle_teacher(args.host, args.port)
+    server = serve_oracle_teacher(args.host, args.port, rule=args.oracle_rule, reflection_style=args.oracle_reflection)
     host, port = server.server_address[:2]
     print(f"oracle teacher at http://{host}:{port} (POST /chat/completions); Ctrl-C stops it", flush=True)
     try:
@@ -861,6 +865,22 @@ def add_agent_options(p, split_default):
     p.add_argument("--out", required=True)
 
 
+def add_sciworld_expert_option(p):
+    p.add_argument("--sciworld-expert", choices=envs.SCIWORLD_EXPERTS, default="current-state",
+                   help="the expert the teacher is shown: from the current state, or the gold path's actions "
+                        "not done yet wherever the agent is (the earlier expert) [%(default)s]")
+
+
+def add_oracle_options(p):
+    """How the oracle teacher judges and words (the ablations of its earlier behaviour)."""
+    p.add_argument("--oracle-rule", choices=VERDICT_RULES, default="facts",
+                   help="facts: wrong if rejected, irreversible, leading away or repeated; gold-step: wrong "
+                        "whenever the step is not the expert's next action [%(default)s]")
+    p.add_argument("--oracle-reflection", choices=REFLECTION_STYLES, default="by-kind",
+                   help="reflections worded by kind of error, or one fixed sentence quoting the action and "
+                        "the observation verbatim [%(default)s]")
+
+
 def add_teacher_options(p, required):
     p.add_argument("--teacher-url", required=required, default=None,
                    help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (key: $STEP_TEACHER_API_KEY "
@@ -910,6 +930,7 @@ def add_commands(commands):
     add_agent_model_options(p, "the base agent (stage 1 output)")
     add_agent_options(p, "train")
     add_teacher_options(p, required=True)
+    add_sciworld_expert_option(p)
     p.set_defaults(run=synthesize)
 
     p = parsers["teacher-eval"] = commands.add_parser("teacher-eval", help="qualify a teacher on recorded steps",
@@ -925,6 +946,7 @@ def add_commands(commands):
     p = parsers["teacher"] = commands.add_parser("teacher", help="serve the scripted oracle teacher", description=teacher.__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    add_oracle_options(p)
     p.set_defaults(run=teacher)
 
     p = parsers["convert-gguf"] = commands.add_parser("convert-gguf", help="a LLaMA-architecture GGUF -> a Hugging "

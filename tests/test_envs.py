@@ -535,3 +535,22 @@ def test_family_counts():
         traj("alfworld", "train/pick_and_place_simple-Pen-None-Drawer-2/trial_1", True)]) == {
         "find-plant": {"episodes": 2, "success": 1}, "lifespan-longest-lived": {"episodes": 1, "success": 0},
         "pick_and_place_simple": {"episodes": 1, "success": 1}, "webshop": {"episodes": 1, "success": 1}}
+
+
+def test_the_gold_path_expert_plans_the_recorded_actions_wherever_the_agent_is():
+    """The earlier expert (synthesize --sciworld-expert gold-path, an ablation): after a stray step it
+    still plans the gold path's next actions as recorded, where the current-state expert rejoins
+    the route by teleport and names the elephant without its life stage."""
+    gold = envs.make_env("sciworld", "dev", tasks=["lifespan-longest-lived"], expert="gold-path")
+    try:
+        gold.reset(LIFESPAN)
+        recorded = ["open door to outside", "go to outside", "look around", "focus on baby baby elephant", "wait1"]
+        assert gold.expert_plan() == recorded
+        gold.step("teleport to kitchen")
+        assert gold.expert_plan() == recorded and gold.expert_action() == "open door to outside"
+        gold.step("open door to outside")
+        assert gold.expert_plan() == recorded[1:]
+    finally:
+        gold.close()
+    with pytest.raises(ValueError, match="expert must be one of"):
+        envs.SciWorld("dev", expert="oracle")

@@ -250,3 +250,45 @@ def test_pipeline_runs_unchanged_on_alfworld(tmp_path):
     assert all(r["episodes"] == 2 for r in results["rows"])
     reflected = read_jsonl(run / "seed-0" / "reflected.jsonl")
     assert len(reflected) == 3 and all(t["env"] == "alfworld" and t["source"] == "reflected" for t in reflected)
+
+
+def test_the_training_recipe_follows_model_and_device_unless_named():
+    def settings(*argv):
+        args = step.build_parser().parse_args(["pipeline", *argv])
+        return pipeline.training_settings(args, pipeline.PRESETS["quick"], "stage3", seed=0)
+
+    assert settings()["lr"] == 3e-3 and settings()["epochs"] == 6  # scratch: the preset's epochs
+    assert settings("--model", "m", "--device", "cpu")["dtype"] == "bf16"
+    gpu = settings("--model", "m", "--device", "cuda")
+    assert (gpu["lr"], gpu["epochs"], gpu["grad_accum"], gpu["grad_ckpt"]) == (2e-5, 3, 16, True)  # ETO's, for a 7B
+    small_on_gpu = settings("--model", "m", "--device", "cuda", "--recipe", "pretrained-cpu")
+    assert (small_on_gpu["lr"], small_on_gpu["epochs"], small_on_gpu["grad_accum"], small_on_gpu["device"]) == (
+        5e-5, 1, 2, "cuda")
+    assert settings("--model", "m", "--recipe", "pretrained-cpu", "--lr", "1e-4")["lr"] == 1e-4
+
+
+def test_golden_without_thoughts_is_the_earlier_turn_format():
+    golden = {"id": "g", "env": "sciworld", "split": "train", "task": "t", "source": "golden", "reward": 1.0,
+              "success": True, "messages": [
+                  {"role": "user", "content": "Find a plant.", "loss": False},
+                  {"role": "assistant", "content": "Thought: It grows there.\nAction: go to greenhouse", "loss": True,
+                   "thought": "It grows there.", "action": "go to greenhouse"},
+                  {"role": "user", "content": "You move to the greenhouse.", "loss": False},
+                  {"role": "assistant", "content": "Thought: Mine.\nAction: focus on fern", "loss": True}]}
+    plain = pipeline.without_thoughts(golden)
+    assert [m["content"] for m in plain["messages"]] == [
+        "Find a plant.", "Action: go to greenhouse", "You move to the greenhouse.", "Action: focus on fern"]
+    assert plain["messages"][1] == {"role": "assistant", "content": "Action: go to greenhouse", "loss": True,
+                                    "action": "go to greenhouse"}
+    assert golden["messages"][1]["thought"] == "It grows there."  # the original is left as it was
+
+
+def test_the_sciworld_expert_switch_reaches_the_environment_of_stage_2():
+    args = step.build_parser().parse_args(["pipeline", "--sciworld-expert", "gold-path"])
+    synthesize = step.command_args("synthesize", model="m", out="o", teacher_url="u",
+                                   sciworld_expert=args.sciworld_expert)
+    assert step.env_options(synthesize) == {"expert": "gold-path"}
+    assert step.env_options(step.command_args("synthesize", model="m", out="o", teacher_url="u")) == {}
+    with pytest.raises(step.StepError, match="an option of SciWorld, not alfworld"):
+        step.env_options(step.command_args("synthesize", model="m", out="o", teacher_url="u", env="alfworld",
+                                           sciworld_expert="gold-path"))

@@ -403,6 +403,33 @@ def test_oracle_over_http_judges_by_the_facts(oracle):
     assert teacher.judge({**step, "expert_before": None, "expert_after": None})["verdict"] == "correct"
 
 
+def test_oracle_switches_restore_the_earlier_verdict_rule_and_reflection():
+    """--oracle-rule gold-step: a harmless step that is not the expert's next one is wrong too;
+    --oracle-reflection verbatim: the earlier fixed sentence, quoting action, observation and correction."""
+    servers = [serve_oracle_teacher(rule=rule, reflection_style=style)
+               for rule, style in [("facts", "by-kind"), ("gold-step", "by-kind"), ("facts", "verbatim")]]
+    try:
+        facts, gold_step, verbatim = [TeacherClient(f"http://127.0.0.1:{s.server_address[1]}", "oracle", timeout=5)
+                                      for s in servers]
+        harmless = {**STEP, **FACTS, "rejected": False, "observation": "You move to the kitchen."}
+        assert facts.judge(harmless)["verdict"] == "correct"
+        off_gold = gold_step.judge(harmless)
+        assert (off_gold["verdict"], off_gold["reflection"], off_gold["action"]) == (
+            "wrong", "That was not the step the task needed next.", "go to greenhouse")
+        assert gold_step.judge({**harmless, "action": "go to greenhouse"})["verdict"] == "correct"
+        rejected = {**STEP, **FACTS}
+        assert gold_step.judge(rejected)["reflection"] == facts.judge(rejected)["reflection"]  # same kinds as facts
+        assert verbatim.judge(rejected)["reflection"] == (
+            f"I did '{STEP['action']}' and got '{STEP['observation']}', which does not advance the task; "
+            "the next step is 'go to greenhouse'.")
+        assert verbatim.judge(harmless)["verdict"] == "correct"
+    finally:
+        for s in servers:
+            s.shutdown()
+    with pytest.raises(ValueError, match="rule 'gold' not in"):
+        serve_oracle_teacher(rule="gold")
+
+
 def test_oracle_reads_only_the_real_reference(oracle):
     """Text in the history or observation that mimics the reference lines is not trusted."""
     teacher = TeacherClient(f"http://127.0.0.1:{oracle.server_address[1]}", "oracle", timeout=5)
