@@ -320,6 +320,47 @@ def bench_student(device, student=None, seq=768, prompt=384, new_tokens=32, roun
                    batch * speeds[dtype, batch, "ours"], batch * speeds[dtype, batch, "transformers"], "tok/s")
 
 
+def replay_turns(policy, trajectories, parallel):
+    """The agent's calls of an evaluation, teacher-forced: `parallel` slots play the trajectories'
+    turns (a new one starts in a slot as one ends), and at each step the policy answers every live
+    slot's history; its replies are dropped and the recorded turns go on."""
+    pending, slots = list(trajectories), []
+    while pending or slots:
+        while pending and len(slots) < parallel:
+            slots.append((pending.pop(0), 2))  # [system, task] is the first prompt
+        policy([t["messages"][:i] for t, i in slots], [t["id"] for t, _ in slots])
+        slots = [(t, i + 2) for t, i in slots if i + 2 < len(t["messages"])]
+
+
+def bench_agent(device, student=None, n_episodes=16, parallel=8, max_new_tokens=32, rounds=2):
+    """The student's share of an evaluation (its calls, not the engine's steps): golden SciWorld episodes
+    replayed through the agent's policy, with each row's new prompt tokens fed on their own
+    (model.prefill_rows) against the earlier left-padded batch, where every row computes the longest
+    row's tokens."""
+    import envs
+    import step
+    directory = student_dir(student)
+    model, tokenizer = step.load_agent(directory, device, dtype="bf16")
+    env = envs.make_env("sciworld", "train", tasks=BENCH_TASKS[:2])
+    trajectories = [envs.golden_trajectory(env, t) for t in step.select_tasks("sciworld", env.task_ids(), n_episodes)]
+    env.close()
+    turns = sum(t["steps"] for t in trajectories)
+
+    def play(prefill):
+        original, M.prefill_rows = M.prefill_rows, prefill
+        try:
+            replay_turns(step.make_policy(model, tokenizer, max_new_tokens), trajectories, parallel)
+        finally:
+            M.prefill_rows = original
+    left_padded = lambda model, cache, chunks: chunks  # noqa: E731  (decode feeds the chunks as one batch)
+    speeds = best_speeds({"ours": functools.partial(play, M.prefill_rows), "batched": functools.partial(play, left_padded)},
+                         60 * n_episodes, rounds, device)
+    print(f"agent: {directory} in bf16, {n_episodes} golden episodes ({turns} turns) replayed, {parallel} at once, "
+          f"up to {max_new_tokens} new tokens a turn, best of {rounds} rounds")
+    report("episodes/min of the student's calls", speeds["ours"], speeds["batched"], "episodes/min",
+           names=("prefill by row", "left-padded batch"))
+
+
 LLAMA2_7B = dict(dim=4096, n_layers=32, n_heads=32, vocab_size=32000, hidden_dim=11008)
 H100_BF16_PEAK = 989e12  # dense bf16 tensor-core FLOP/s of an H100 SXM (the MFU denominator)
 
@@ -429,7 +470,7 @@ def report_training(steps, args, seq, device, accumulations=(1, 16)):
 
 
 SECTIONS = {"model": bench_model, "train": bench_train, "envs": bench_envs, "synthesis": bench_synthesis,
-            "student": bench_student, "gpu": bench_gpu}
+            "student": bench_student, "agent": bench_agent, "gpu": bench_gpu}
 
 
 def main():
@@ -443,7 +484,7 @@ def main():
     torch.set_num_threads(args.threads)
     print(f"device {args.device}, {args.threads} threads, torch {torch.__version__}")
     for name in args.only:
-        SECTIONS[name](args.device, **({"student": args.student} if name == "student" else {}))
+        SECTIONS[name](args.device, **({"student": args.student} if name in ("student", "agent") else {}))
 
 
 if __name__ == "__main__":

@@ -241,7 +241,9 @@ class SciWorld:
         first = self._server.step("look around")  # what the engine's own reset shows
         self._episode, self._first, self._last = (task, int(variation)), first, first
         self._steps, self._done, self._won = [], False, False  # (action, observation) of each step
-        self._route = None  # the expert's route: the gold path, adapted to the objects the agent chose
+        self._before_steps = []  # the state before each step, for undo()
+        self._route = self._rooms = None  # the expert's route (the gold path, adapted to the objects the
+        # agent chose) and the room of each of its actions
         self._next = 0  # index in _route of the first action the episode has not done
         self._seen, self._on_gold_path, self._dead = 0, True, False  # steps followed; the expert's state
         return f"{self._server.getTaskDescription()}\n\n{first}"
@@ -252,6 +254,7 @@ class SciWorld:
         reward = info["score"] = the score now, 0..1 (negative engine scores count as 0)."""
         if self._episode is None:
             raise RuntimeError("SciWorld: step() before reset()")
+        self._before_steps.append(self._undo_state())
         observation = self._server.step(action)
         raw = int(round(100 * self._server.getScore()))
         done = bool(self._server.getCompleted()) or raw < 0  # the engine's own rule: < 0 is a failure
@@ -261,6 +264,23 @@ class SciWorld:
         info = {"score": score, "won": self._won, "invalid": observation.startswith(SCIWORLD_INVALID),
                 "question": observation.startswith(SCIWORLD_QUESTION), "engine_score": raw}
         return observation, score, done, info
+
+    def _undo_state(self):
+        """What a step changes besides the engine: the episode's ends and the expert's state (its
+        route is replaced, never changed in place, so keeping the reference is enough)."""
+        return (self._last, self._done, self._won, self._route, self._rooms, self._next,
+                self._seen, self._on_gold_path, self._dead)
+
+    def undo(self):
+        """Takes the last step back: the task reloaded and the steps before it replayed (the engine
+        is deterministic, so this is the state before it), the expert as it was then."""
+        if not self._steps:
+            raise RuntimeError("SciWorld: undo() without a step to take back")
+        self._steps.pop()
+        (self._last, self._done, self._won, self._route, self._rooms, self._next, self._seen, self._on_gold_path,
+         self._dead) = self._before_steps.pop()
+        self._load(*self._episode, gold=False)
+        self._replay_episode()
 
     # The expert, from the current state: the gold path is its route; the episode's steps advance
     # it, and it rejoins the route by teleport from wherever the agent is.
@@ -547,7 +567,21 @@ def alfworld_games(data_dir, split):
     return dict(sorted(games.items()))
 
 
-class AlfWorldEnv:
+class ReplayUndo:
+    """undo() for an engine without snapshots whose episodes replay exactly: the task is reset and
+    the steps before the last one are played again. The class keeps its task in self._task_id and
+    its actions in self._actions (reset() empties them, step() appends)."""
+
+    def undo(self):
+        if not self._actions:
+            raise RuntimeError(f"{self.name}: undo() without a step to take back")
+        actions = self._actions[:-1]
+        self.reset(self._task_id)
+        for action in actions:
+            self.step(action)
+
+
+class AlfWorldEnv(ReplayUndo):
     """ALFWorld's text engine. Splits: the folders of json_2.1.1 (train, valid_seen or seen,
     valid_unseen or unseen). Options: data_dir (holds json_2.1.1/; default $ALFWORLD_DATA, else
     the games shipped in alfworld_data/), max_steps (40, ETO's limit)."""
@@ -576,6 +610,7 @@ class AlfWorldEnv:
         import textworld
         from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
         path, self._state, self._plan = self._games[task_id], None, None
+        self._task_id, self._actions = task_id, []
         with alfworld_engine():
             if self._tw is None:
                 self._tw = textworld.start(path, textworld.EnvInfos(won=True), wrappers=[AlfredDemangler()])
@@ -590,6 +625,7 @@ class AlfWorldEnv:
         with alfworld_engine():
             self._state, _, _ = self._tw.step(action)
         self._plan = None
+        self._actions.append(action)
         obs, won = self._state.feedback, bool(self._state["won"])
         return obs, float(won), won, {"score": float(won), "won": won, "invalid": obs == ALFWORLD_INVALID}
 
@@ -654,7 +690,7 @@ class EnvServerError(RuntimeError):
     """An environment server failed: unreachable, too slow, an HTTP error or an error in its reply."""
 
 
-class WebShopEnv:
+class WebShopEnv(ReplayUndo):
     """Client of a WebShop environment server (AgentGym's protocol). Options: url (default
     $WEBSHOP_URL, else http://127.0.0.1:36001), timeout (seconds per request), max_steps (10, ETO's
     limit), sessions ("start:stop", the session ids to use instead of the split's)."""
@@ -724,7 +760,7 @@ class WebShopEnv:
         self.close()  # one server-side environment per episode: servers keep every one alive otherwise
         env_idx = self._call("POST", "/create")
         self._expect("/create", isinstance(env_idx, int), "an env_idx (int)", env_idx)
-        self._env_idx = env_idx
+        self._env_idx, self._task_id, self._actions = env_idx, task_id, []
         reply = self._call("POST", "/reset", json={"env_idx": env_idx, "session_id": session})
         self._expect("/reset", isinstance(reply, list) and reply, "[observation, info]", reply)
         return self._page("/reset", reply[0])
@@ -733,6 +769,7 @@ class WebShopEnv:
         if self._env_idx is None:
             raise RuntimeError("WebShop: step() before reset()")
         parsed = WEBSHOP_ACTION.fullmatch(action.strip())
+        self._actions.append(action)
         if parsed is None:  # not sent: servers answer malformed actions unpredictably
             page = self._page("/observation", self._call("GET", "/observation", params={"env_idx": self._env_idx}))
             return "Invalid action.\n\n" + page, 0.0, False, {"score": 0.0, "won": False, "invalid": True}
@@ -808,14 +845,17 @@ def message(role, content, loss=False, **fields):
 class Episode:
     """One episode: its messages so far, the statistics of its trajectory, and why it ended."""
 
-    def __init__(self, env, task_id, max_invalid=None, max_steps=None):
+    def __init__(self, env, task_id, max_invalid=None, max_steps=None, undo_irreversible=False):
         self.env, self.task_id, self.max_invalid = env, task_id, max_invalid
+        # A wrong step that cannot be undone: taken back in the env and corrected (True), or the end
+        # of the episode (False). self.undoable: the last step is one the run would take back.
+        self.undo_irreversible, self.undoable = undo_irreversible, False
         self.id = f"{env.name}/{env.split}/{task_id}"
         self.max_steps = max_steps
         self.task, self.messages = "", [message("system", env.instruction)]
         self.steps = self.invalid_run = self.invalid = self.corrections = self.errors = 0
-        self.unjudged = self.teacher_calls = 0
-        self.teacher_latency_s = self.best = 0.0
+        self.unjudged = self.teacher_calls = self.taken_back = 0
+        self.teacher_latency_s = self.best = self.best_before = 0.0
         self.won, self.end_reason = False, None
         self.since_progress = set()  # (action, observation) of the judged steps since the last progress
 
@@ -833,6 +873,7 @@ class Episode:
             observation, reward, done, info = self.env.step(action)
         self.messages += [message("assistant", content, loss=True, **(fields or {})), message("user", observation)]
         self.steps += 1
+        self.best_before = self.best
         self.best, self.won = max(self.best, info["score"]), self.won or info["won"]
         self.invalid += info["invalid"]
         self.invalid_run = self.invalid_run + 1 if info["invalid"] else 0
@@ -844,12 +885,21 @@ class Episode:
             self.end_reason = "max_steps"
         return observation, reward, done, info
 
+    def take_back(self):
+        """Takes the last step back in the env: it stays in the messages (judged wrong), and the episode
+        goes on from the state before it."""
+        self.env.undo()
+        self.messages[-2]["taken_back"] = True  # the wrong turn; [-1] is its observation
+        self.best, self.won, self.undoable = self.best_before, False, False
+        self.taken_back += 1
+        self.end_reason = None
+
     def trajectory(self, source):
         messages = self.messages[:-1] if self.steps else self.messages  # the last observation teaches nothing
         return {"id": self.id, "env": self.env.name, "split": self.env.split, "task": self.task_id,
                 "source": source, "messages": messages, "reward": self.best, "success": self.won,
                 "steps": self.steps, "end_reason": self.end_reason, "errors": self.errors,
-                "corrections": self.corrections, "invalid_actions": self.invalid, "unjudged": self.unjudged,
+                "corrections": self.corrections, "taken_back": self.taken_back, "invalid_actions": self.invalid, "unjudged": self.unjudged,
                 "teacher_calls": self.teacher_calls, "teacher_latency_s": round(self.teacher_latency_s, 3)}
 
 
@@ -879,7 +929,8 @@ def agent_step(episode, reply, judged):
     """Executes the agent's reply; returns what the judge needs (the step and step_facts), or None
     when nobody judges it: no judge, the step ended the episode by winning or running out of steps,
     or the engine asked which thing it meant (the answer is judged). A step that cannot be undone
-    is judged, and ends the episode."""
+    is judged, and ends the episode, unless the episode takes such steps back when they are judged
+    wrong (undo_if_wrong: the teacher is told so)."""
     history, action, env = list(episode.messages), parse_action(reply), episode.env
     before = expert_view(env) if judged else None
     observation, reward, done, info = episode.execute(reply, action)
@@ -893,14 +944,16 @@ def agent_step(episode, reply, judged):
     episode.since_progress.add(done_before)
     if facts["irreversible"] and not episode.end_reason:
         episode.end_reason = "irreversible"
+    episode.undoable = facts["irreversible"] and episode.undo_irreversible
     return {"env": env.name, "split": env.split, "task_id": episode.task_id, "instruction": env.instruction,
             "task": episode.task, "history": history, "reply": reply, "thought": parse_thought(reply),
-            "action": action, "observation": observation, "reward": reward, "done": done, **facts}
+            "action": action, "observation": observation, "reward": reward, "done": done, **facts,
+            "undo_if_wrong": episode.undoable}
 
 
 def apply_verdict(episode, verdict, max_corrections):
     """Books the judge's verdict on the episode's last step; returns the correction to execute
-    (none when the step ended the episode: it cannot be undone)."""
+    (none when the step ended the episode, unless the episode takes such a step back)."""
     episode.teacher_calls += verdict.get("calls", 0)
     episode.teacher_latency_s += verdict.get("latency_s", 0.0)
     kind = verdict.get("verdict")
@@ -914,28 +967,33 @@ def apply_verdict(episode, verdict, max_corrections):
         return None
     episode.errors += 1
     episode.messages[-2].update(error=True, loss=False)  # the wrong step stays in context, without loss
-    if episode.end_reason:
+    if episode.end_reason and not episode.undoable or episode.steps >= episode.max_steps:
         return None
     if episode.corrections >= max_corrections:
-        episode.end_reason = "max_corrections"
+        episode.end_reason = episode.end_reason or "max_corrections"
         return None
     episode.corrections += 1
     return verdict
 
 
 def correct(episode, verdict):
+    """Executes the teacher's correction, after taking the wrong step back when the episode does that."""
+    if episode.undoable:
+        episode.take_back()
     fields = {k: verdict[k] for k in ("reflection", "thought", "action")}
     episode.execute(verdict["content"], verdict["action"], fields)
     episode.since_progress.clear()  # the teacher's action is taken as progress
 
 
 def run_episodes(policy, env_factory, task_ids, *, parallel=8, judge=None, max_corrections=3,
-                 max_invalid=None, done_ids=(), on_episode=None, desc="episodes"):
+                 max_invalid=None, undo_irreversible=False, done_ids=(), on_episode=None, desc="episodes"):
     """Plays one episode per task id (those in done_ids skipped) in `parallel` slots, each with its
     own env from env_factory(). Each step calls policy(histories, keys) once for all live
     episodes, steps their envs concurrently, then calls judge(step) concurrently for each (when
     given). An engine error ends only its episode (end_reason "env_error: ...") and the slot gets
-    a new env. Returns the trajectories in task_ids order; on_episode(trajectory) as each ends."""
+    a new env. A wrong step that cannot be undone ends its episode, or with undo_irreversible is
+    taken back in the env and corrected (Episode.take_back). Returns the trajectories in task_ids
+    order; on_episode(trajectory) as each ends."""
     skip = set(done_ids)
     todo = [t for t in task_ids if t not in skip]
     if len(set(todo)) != len(todo):
@@ -960,7 +1018,8 @@ def run_episodes(policy, env_factory, task_ids, *, parallel=8, judge=None, max_c
     def fill_free_slots(pool):
         while pending and (free := [s for s in slots if s.episode is None]):
             starts = [(s, pending.popleft()) for s in free[:len(pending)]]
-            list(pool.map(lambda st: st[0].guard(st[0].start, env_factory, st[1], max_invalid), starts))
+            list(pool.map(lambda st: st[0].guard(st[0].start, env_factory, st[1], max_invalid, undo_irreversible),
+                          starts))
             finish_ended(s for s, _ in starts)  # failed resets
 
     with ThreadPoolExecutor(max(1, len(slots))) as pool:
@@ -994,9 +1053,9 @@ class Slot:
     def __init__(self):
         self.env = self.episode = None
 
-    def start(self, env_factory, task_id, max_invalid):
+    def start(self, env_factory, task_id, max_invalid, undo_irreversible=False):
         self.env = self.env or env_factory()
-        self.episode = Episode(self.env, task_id, max_invalid)
+        self.episode = Episode(self.env, task_id, max_invalid, undo_irreversible=undo_irreversible)
         self.episode.begin()
 
     def guard(self, fn, *args):

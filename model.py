@@ -422,6 +422,18 @@ class KVCache:
         self.v[layer][:, :, self.length - T:self.length] = v
         return self.k[layer][:, :, :self.length], self.v[layer][:, :, :self.length]
 
+    def row(self, b):
+        """Row b as a cache of its own that shares this one's tensors and slot pointer (views: what it
+        writes lands here). Reserve the slots it will append first (reserve): a view cannot grow."""
+        view = KVCache.__new__(KVCache)
+        view.k, view.v = [t[b:b + 1] for t in self.k], [t[b:b + 1] for t in self.v]
+        view.valid, view.length = self.valid[b:b + 1], self.length
+        return view
+
+    def reserve(self, slots):
+        """Room for this many slots in use, so that appending up to there copies nothing."""
+        self._grow(slots)
+
     def _grow(self, needed):
         capacity = self.valid.shape[1]
         if needed <= capacity:
@@ -606,6 +618,21 @@ def eos_set(model, eos_id):
     return {eos_id} if isinstance(eos_id, int) else set(eos_id)
 
 
+def prefill_rows(model, cache, chunks):
+    """Feeds each row's chunk but its last token into `cache`, one row at a time; returns the last
+    tokens. Fed as one left-padded batch, every row would compute as many tokens as the longest chunk
+    (an agent's new episode brings a ~500-token prompt while the others bring a ~50-token observation:
+    about 3x the tokens computed). Here each row's tokens take their own slots, the others' invalid
+    there, until the next CachedDecoder call packs the cache."""
+    cache.reserve(cache.length + sum(max(len(c) - 1, 0) for c in chunks))
+    for b, chunk in enumerate(chunks):
+        if len(chunk) > 1:
+            row = cache.row(b)
+            model(torch.tensor([chunk[:-1]], device=cache.valid.device), row, last_only=True)
+            cache.length = row.length
+    return [chunk[-1:] for chunk in chunks]
+
+
 @torch.no_grad()
 def decode(model, cache, chunks, max_new_tokens, temperature=0.0, top_p=1.0, eos_id=None, stop=None, seed=None):
     """Append `chunks` (new prompt tokens per row) to `cache` and generate.
@@ -617,7 +644,7 @@ def decode(model, cache, chunks, max_new_tokens, temperature=0.0, top_p=1.0, eos
     eos_ids = eos_set(model, eos_id)
     stop = stop or []
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    tokens, valid = left_pad(chunks, device)
+    tokens, valid = left_pad(prefill_rows(model, cache, chunks), device)
     out = [[] for _ in chunks]
     finished = torch.zeros(len(chunks), dtype=torch.bool, device=device)
     for step in range(max_new_tokens):

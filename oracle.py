@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from data import render_turn
 from envs import norm_action, parse_action
 from teacher import (CAN_UNDO, ENGINE_REJECTED, EXPERT_AFTER, EXPERT_BEFORE, EXPERT_THEN, NO_WAY, PLAN_AFTER,
-                     PLAN_BEFORE, REFERENCE_HEADER, REPEATS, STEP_HEADER)
+                     PLAN_BEFORE, REFERENCE_HEADER, REPEATS, STEP_HEADER, TAKEN_BACK)
 
 # ----------------------------------------------------------------------------- scripted thoughts
 
@@ -228,6 +228,11 @@ def reflection(kind, step, correction, style="by-kind"):
         if verb in ("focus", "pick", "move", "look", "open", "close", "use", "read", "examine", "eat", "pour", "mix"):
             return "The simulator did not know what I meant: nothing here goes by that name."
         return "The simulator does not know that command."
+    if kind == "irreversible" and step["taken_back"]:  # the episode goes on from the state before the step
+        if step["done"]:
+            return ("That was the wrong thing to focus on: focusing on it fails the task."
+                    if verb == "focus" else "That step fails the task.")
+        return "That step leaves no way to finish the task."
     if kind == "irreversible":
         if step["done"]:
             return ("That was the wrong thing to focus on: it failed the task, and a focus cannot be undone."
@@ -254,6 +259,7 @@ def read_step(prompt):
             "repeated": find_line(reference, REPEATS) == "yes",
             "irreversible": (find_line(reference, CAN_UNDO) or "").startswith("no"),
             "done": "ended the task" in (find_line(reference, CAN_UNDO) or ""),
+            "taken_back": TAKEN_BACK in (find_line(reference, CAN_UNDO) or ""),
             "known": find_line(reference, ENGINE_REJECTED) is not None,
             "plan_before": plan_length(find_line(reference, PLAN_BEFORE)),
             "plan_after": plan_length(find_line(reference, PLAN_AFTER)),
@@ -264,8 +270,8 @@ def read_step(prompt):
 def oracle_verdict(prompt, rule="facts", reflection_style="by-kind"):
     """The scripted teacher: "wrong" when the verdict rule says so (see error_kind), with a
     reflection and the expert's next action after the step (or, for a step that cannot be undone,
-    the one it should have done: the episode ends anyway); else "correct". Without facts and an
-    expert to correct by, every step is "correct"."""
+    the one it should have done: the episode ends, or goes on from the state before the step);
+    else "correct". Without facts and an expert to correct by, every step is "correct"."""
     step = read_step(prompt)
     kind = error_kind(step, rule) if step["known"] else None
     action = step["expert_before"] if kind == "irreversible" else step["expert_after"]

@@ -194,7 +194,7 @@ def training_settings(args, preset, stage_name, seed):
 
 TEACHER_OPTIONS = ("teacher_url", "teacher_model", "teacher_reference", "teacher_timeout", "golden", "max_corrections",
                    "teacher_max_prompt_tokens", "teacher_max_answer_tokens", "teacher_response_format",
-                   "teacher_max_failures", "teacher_max_outage")
+                   "teacher_max_failures", "teacher_max_outage", "irreversible")
 
 
 def teacher_options(args, **overrides):

@@ -196,6 +196,7 @@ def stage2_summary(runs):
         out[str(seed)] = {"episodes": len(episodes), "kept": sum(bool(e.get("train")) for e in episodes),
                           "errors": sum(e.get("errors", 0) for e in episodes),
                           "corrections": sum(e.get("corrections", 0) for e in episodes),
+                          "taken_back": sum(e.get("taken_back", 0) for e in episodes),
                           "unjudged": sum(e.get("unjudged", 0) for e in episodes)}
     return out
 

@@ -529,7 +529,8 @@ def finished_ids(path):
     return {t["task"] for t in read_jsonl(path)} if Path(path).exists() else set()
 
 
-def run_agent(args, out_file, judge=None, max_corrections=0, mark=lambda trajectory: trajectory):
+def run_agent(args, out_file, judge=None, max_corrections=0, undo_irreversible=False,
+              mark=lambda trajectory: trajectory):
     """Episodes of the agent in --model on the selected tasks, appended to out_file as they finish
     (so that a rerun resumes), then rewritten in task order: the file does not depend on which
     episode finished first."""
@@ -543,6 +544,7 @@ def run_agent(args, out_file, judge=None, max_corrections=0, mark=lambda traject
         envs.run_episodes(make_policy(model, tokenizer, args.max_new_tokens),
                           lambda: spare.pop() if spare else new_env(), task_ids, parallel=args.parallel,
                           judge=judge, max_corrections=max_corrections, max_invalid=args.max_invalid,
+                          undo_irreversible=undo_irreversible,
                           done_ids=finished_ids(out_file), on_episode=lambda t: append_jsonl(out_file, mark(t)))
     finally:
         for env in spare:  # unused when every task was already done
@@ -642,7 +644,8 @@ def synthesize(args):
     def judge(step):
         return client.judge(step, reference=args.teacher_reference, golden=goldens.get(step["task_id"]))
     try:
-        episodes = run_agent(args, out, judge, args.max_corrections, mark=lambda t: {**t, "train": t["success"]})
+        episodes = run_agent(args, out, judge, args.max_corrections, undo_irreversible=args.irreversible == "undo",
+                             mark=lambda t: {**t, "train": t["success"]})
     except TeacherUnavailable as e:
         raise StepError(f"{e}. The finished episodes are in {out}; those in flight were not written: run the "
                         f"same command again once the teacher is back, and it plays them") from None
@@ -661,6 +664,7 @@ def synthesis_summary(episodes, teacher=None):
         "success_rate": sum(e["success"] for e in episodes) / n,
         "errors_per_episode": sum(e.get("errors", 0) for e in episodes) / n,
         "unjudged_steps": sum(e.get("unjudged", 0) for e in episodes),
+        "steps_taken_back": sum(e.get("taken_back", 0) for e in episodes),
         "teacher_calls": calls,
         "teacher_latency_s_per_call": sum(e.get("teacher_latency_s", 0.0) for e in episodes) / max(calls, 1),
         "kept_for_training": sum(e["success"] for e in episodes),
@@ -674,9 +678,11 @@ def synthesis_summary(episodes, teacher=None):
 def recorded_steps(env, trajectory):
     """The agent steps of a recorded episode that its teacher judged, each rebuilt as the judge saw
     it by replaying the episode in `env` through the episode loop's own code (envs.agent_step), with
-    the verdict recorded: "wrong" for a step marked as an error, else "correct"."""
+    the verdict recorded: "wrong" for a step marked as an error, else "correct". Steps the run took
+    back (synthesize --irreversible undo) are taken back again before their correction."""
     messages = trajectory["messages"]
-    episode = envs.Episode(env, trajectory["task"], max_steps=trajectory["steps"] + 1)  # it ends where it ended
+    episode = envs.Episode(env, trajectory["task"], max_steps=trajectory["steps"] + 1,  # it ends where it ended
+                           undo_irreversible=bool(trajectory.get("taken_back")))
     episode.begin()
     steps = []
     for i, message in enumerate(messages):
@@ -699,14 +705,17 @@ def recorded_steps(env, trajectory):
     return steps
 
 
-def engine_accepts(env, trajectory, index, action):
-    """Whether the engine takes `action` (info["invalid"] false) in the state after message `index`
-    of a recorded episode: a reset, the recorded actions replayed, then `action`."""
+def engine_accepts(env, trajectory, index, action, take_back=False):
+    """Whether the engine takes `action` (info["invalid"] false) where the teacher's correction of
+    message `index` of a recorded episode runs: a reset, the recorded actions replayed (those the run
+    took back, taken back again), then `action`; take_back: message `index` is taken back first."""
     env.reset(trajectory["task"])
-    for message in trajectory["messages"][:index + 1]:
+    for i, message in enumerate(trajectory["messages"][:index + 1]):
         recorded = envs.parse_action(message["content"]) if message["role"] == "assistant" else None
         if recorded is not None:
             env.step(recorded)
+            if message.get("taken_back") or i == index and take_back:
+                env.undo()
     return not env.step(action)[3]["invalid"]
 
 
@@ -732,7 +741,8 @@ def teacher_eval(args):
             verdicts = list(pool.map(lambda s: client.judge(s["step"], args.teacher_reference,
                                                             goldens.get(s["step"]["task_id"])), steps))
         accepted = [engine_accepts(engines[(s["trajectory"]["env"], s["trajectory"]["split"])], s["trajectory"],
-                                   s["index"], v["action"]) for s, v in zip(steps, verdicts) if v["verdict"] == "wrong"]
+                                   s["index"], v["action"], s["step"]["undo_if_wrong"])
+                        for s, v in zip(steps, verdicts) if v["verdict"] == "wrong"]
     except TeacherUnavailable as e:
         raise StepError(str(e)) from None
     finally:
@@ -906,6 +916,11 @@ def add_teacher_options(p, required):
     p.add_argument("--golden", default=None, help="golden trajectories (our JSONL) of the tasks: the teacher's "
                    "reference with --teacher-reference golden; the pipeline's D1/U2 instead of the engine's expert")
     p.add_argument("--max-corrections", type=positive_int, default=5, help="teacher corrections per episode at most")
+    p.add_argument("--irreversible", choices=["end", "undo"], default="end",
+                   help="a step that cannot be undone (a wrong focus fails a SciWorld task) is judged after it ran: "
+                        "judged wrong, it ends the episode (end), or the run takes it back in the environment and "
+                        "the correction runs from the state before it (undo; the step stays in the trajectory, "
+                        "masked) [%(default)s]"),
 
 
 def add_commands(commands):

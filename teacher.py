@@ -66,6 +66,8 @@ EXPERT_BEFORE = "Expert's next action before the agent's step: "
 EXPERT_AFTER = "Expert's next action after the agent's step: "
 EXPERT_THEN = "Expert's actions after that: "
 NO_WAY = "no way to finish the task"
+TAKEN_BACK = ("; if you judge it wrong, the run takes it back and your corrected action runs from the state "
+              "before it, where the expert's next action before the step is the right one")
 SHOWN_PLAN = 3  # actions of the expert's plan shown after its next one
 
 
@@ -141,7 +143,8 @@ def render_reference(step, reference, golden):
         if "rejected" in step:
             lines += [VERDICT_RULE, ENGINE_REJECTED + yes_no(step["rejected"]), REPEATS + yes_no(step["repeated"])]
             why = "it ended the task without success" if step.get("done") else f"the expert has {NO_WAY} from here"
-            lines.append(CAN_UNDO + ("no: " + why if step["irreversible"] else "yes"))
+            lines.append(CAN_UNDO + ("no: " + why + TAKEN_BACK * bool(step.get("undo_if_wrong"))
+                                     if step["irreversible"] else "yes"))
         if step.get("plan_before") is not None:
             lines += [PLAN_BEFORE + plan_size(step["plan_before"]), PLAN_AFTER + plan_size(step["plan_after"])]
         for prefix, key in ((EXPERT_BEFORE, "expert_before"), (EXPERT_AFTER, "expert_after")):

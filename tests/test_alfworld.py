@@ -84,6 +84,21 @@ def test_step_reports_invalid_commands_and_the_win():
     env.close()
 
 
+def test_undo_replays_the_game_to_the_state_before_the_last_step():
+    env = shipped("valid_seen")
+    env.reset(PEN_GAME)
+    env.step("go to sidetable 1")
+    env.step("take pen 1 from sidetable 1")
+    assert env.expert_action() == "go to drawer 2"
+    env.undo()  # the pen is back on the sidetable
+    assert env.expert_plan()[:1] == ["take pen 1 from sidetable 1"]
+    assert env.step("take pen 1 from sidetable 1")[0] == "You pick up the pen 1 from the sidetable 1."
+    env.undo()
+    env.undo()
+    assert env.step("take pen 1 from sidetable 1")[3]["invalid"]  # back in the middle of the room
+    env.close()
+
+
 def play_expert(split):
     """Plays the planner's actions on every game of a split: (task id, last reward, info, expert
     action after the win) each."""

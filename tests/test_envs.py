@@ -9,6 +9,7 @@ import pytest
 import data
 import envs
 import oracle
+import step
 import teacher
 
 TASKS = ["lifespan-longest-lived", "find-non-living-thing", "chemistry-mix-paint-secondary-color"]
@@ -16,7 +17,8 @@ LIFESPAN, FIND = "lifespan-longest-lived/63", "find-non-living-thing/150"
 PAINT = "chemistry-mix-paint-secondary-color/25"
 GARBAGE = "Thought: I will fly.\nAction: fly to the moon"
 TRAJECTORY_KEYS = {"id", "env", "split", "task", "source", "messages", "reward", "success", "steps", "end_reason",
-                   "errors", "corrections", "invalid_actions", "unjudged", "teacher_calls", "teacher_latency_s"}
+                   "errors", "corrections", "taken_back", "invalid_actions", "unjudged", "teacher_calls",
+                   "teacher_latency_s"}
 
 
 @pytest.fixture(scope="session")
@@ -227,6 +229,33 @@ def test_the_expert_takes_the_agents_choice_or_knows_the_task_is_lost(sciworld):
     assert sciworld.expert_plan() is None  # the engine failed the task
 
 
+def test_undo_takes_the_last_step_back_and_the_expert_with_it(sciworld):
+    """A failed focus, the agent's choice the expert took, a dead end: each taken back, the engine and
+    the expert are where they were before it, and the expert's plan from there wins."""
+    sciworld.reset("lifespan-longest-lived/62")
+    sciworld.step("teleport to outside")
+    plan = sciworld.expert_plan()
+    assert sciworld.step("focus on baby ant")[2] is True and sciworld.expert_plan() is None  # the task failed
+    sciworld.undo()
+    assert (sciworld.expert_plan(), sciworld.expert_action()) == (plan, "look around")
+    assert [sciworld.step(action)[1:3] for action in plan][-1] == (1.0, True)
+    sciworld.reset(FIND)
+    plan = sciworld.expert_plan()
+    sciworld.step("focus on chair")
+    assert sciworld.expert_plan() == ["move chair to red box"]  # the expert took the agent's choice
+    sciworld.undo()
+    assert sciworld.expert_plan() == plan
+    sciworld.step("focus on air")
+    assert sciworld.expert_plan() is None  # a dead end: a gas cannot go into the box
+    sciworld.undo()
+    assert sciworld.step("look around")[0].startswith("This room is called the kitchen.")
+    assert sciworld.expert_plan() == plan[1:]
+    assert [sciworld.step(action)[1:3] for action in plan[1:]][-1] == (1.0, True)
+    sciworld.reset(FIND)
+    with pytest.raises(RuntimeError, match="undo\\(\\) without a step"):
+        sciworld.undo()
+
+
 def test_the_expert_names_living_things_as_they_are_when_time_has_passed(sciworld):
     """A gold path names a living thing by its stage when it was recorded ("adult cherry tree"); twelve
     waits later the plant has grown and the engine no longer knows that name. The expert's plan names
@@ -400,7 +429,7 @@ def test_the_judge_sees_the_facts_and_corrects_wrong_steps(sciworlds):
                      "observation": "No known action matches that input.", "reward": 0.0, "done": False,
                      "rejected": True, "repeated": False, "irreversible": False, "plan_before": 4, "plan_after": 4,
                      "expert_before": "open door to outside", "expert_after": "teleport to outside",
-                     "expert_plan_after": plan}
+                     "expert_plan_after": plan, "undo_if_wrong": False}
 
 
 def oracle_judge(step):
@@ -462,6 +491,58 @@ def test_the_oracle_judges_by_what_the_engine_knows(sciworlds):
     assert [m["thought"] for m, _ in corrections] == ["What I need next is outside, so I teleport there.",
                                                       "I look around to see what is here."]
     assert not any(o["content"].startswith(envs.SCIWORLD_INVALID) for _, o in corrections)
+
+
+def test_a_wrong_step_that_cannot_be_undone_is_taken_back_and_corrected(sciworlds):
+    """With undo_irreversible, the oracle is told that a wrong irreversible step will be taken back;
+    the run takes it back in the engine, the correction runs from the state before it, and the episode
+    goes on to win. The wrong step and its observation stay in the trajectory, masked; a replay of
+    the recorded episode (teacher-eval's) rebuilds every step as the judge saw it."""
+    script = {"lifespan-longest-lived/62": ["teleport to outside", "focus on baby ant"],  # the engine fails the task
+              FIND: ["focus on air"]}  # a dead end: a gas cannot go into the box
+    judged, factory, lent = [], *lender(sciworlds)
+
+    def policy(histories, keys):
+        replies = []
+        for history, key in zip(histories, keys):
+            done = sum(m["role"] == "assistant" and "reflection" not in m for m in history)
+            todo = script[key.split("/", 2)[2]]
+            replies.append(f"Action: {todo[done] if done < len(todo) else expert_of(lent, key)}")
+        return replies
+
+    def judge(step):
+        judged.append(step)
+        return oracle_judge(step)
+
+    trajs = envs.run_episodes(policy, factory, list(script), parallel=2, judge=judge, undo_irreversible=True)
+    wrong_steps = [s for s in judged if s["irreversible"]]
+    assert sorted((s["action"], s["undo_if_wrong"]) for s in wrong_steps) == [("focus on air", True),
+                                                                                ("focus on baby ant", True)]
+    assert all(teacher.TAKEN_BACK in teacher.teacher_prompt(s)[-1]["content"] for s in wrong_steps)
+    ant, air = trajs
+    for traj, wrong_action, observation, reflection, correction in (
+            (ant, "focus on baby ant", "You focus on the baby ant.",
+             "That was the wrong thing to focus on: focusing on it fails the task.", "look around"),
+            (air, "focus on air", "You focus on the air.", "That step leaves no way to finish the task.",
+             "look around")):
+        assert (traj["success"], traj["end_reason"], traj["errors"], traj["corrections"], traj["taken_back"]) == (
+            True, "done", 1, 1, 1)
+        i = next(i for i, m in enumerate(traj["messages"]) if m.get("error"))
+        assert traj["messages"][i] == {"role": "assistant", "content": f"Action: {wrong_action}", "loss": False,
+                                       "error": True, "taken_back": True}
+        assert traj["messages"][i + 1]["content"] == observation
+        assert (traj["messages"][i + 2]["reflection"], traj["messages"][i + 2]["action"]) == (reflection, correction)
+        assert traj["messages"][i + 3]["content"].startswith("This outside location is called the outside."
+                                                             if traj is ant else "This room is called the")
+        data.validate_trajectory(traj)
+    env = sciworlds[0]
+    for traj in trajs:
+        replayed = step.recorded_steps(env, traj)
+        assert [oracle_judge(r["step"])["verdict"] for r in replayed] == [r["recorded"] for r in replayed]
+        fixes = [(r["index"], oracle_judge(r["step"])["action"], r["step"]["undo_if_wrong"])
+                 for r in replayed if r["recorded"] == "wrong"]
+        assert len(fixes) == 1 and all(step.engine_accepts(env, traj, *fix) for fix in fixes)
+    # without undo_irreversible, the same failed focus ends the episode (test_the_oracle_judges_by_what_the_engine_knows)
 
 
 def test_too_many_wrong_steps_end_the_episode(sciworlds):

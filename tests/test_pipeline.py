@@ -292,3 +292,12 @@ def test_the_sciworld_expert_switch_reaches_the_environment_of_stage_2():
     with pytest.raises(step.StepError, match="an option of SciWorld, not alfworld"):
         step.env_options(step.command_args("synthesize", model="m", out="o", teacher_url="u", env="alfworld",
                                            sciworld_expert="gold-path"))
+
+
+def test_the_irreversible_switch_reaches_stage_2():
+    args = step.build_parser().parse_args(["pipeline", "--irreversible", "undo"])
+    synthesize = step.command_args("synthesize", model="m", out="o", **pipeline.teacher_options(args, teacher_url="u"))
+    assert synthesize.irreversible == "undo"
+    assert step.command_args("synthesize", model="m", out="o", teacher_url="u").irreversible == "end"
+    with pytest.raises(SystemExit):
+        step.build_parser().parse_args(["pipeline", "--irreversible", "later"])

@@ -55,6 +55,20 @@ def test_wrong_option_gets_partial_reward_and_invalid_actions_are_flagged(server
     env.close()
 
 
+def test_undo_takes_a_purchase_back_in_a_new_server_env(server):
+    env = make_env(server)
+    env.reset("0")
+    for action in ["search[green tea]", "click[B0TEA00001]", "click[jasmine]", "click[100 bags]"]:
+        env.step(action)
+    assert env.step("click[Buy Now]")[1:3] == (0.8, True)  # the wrong flavour
+    env.undo()  # the session replayed without the purchase
+    assert len(server.envs) == 1
+    env.step("click[mint]")
+    assert env.step("click[Buy Now]")[1:3] == (1.0, True)
+    env.close()
+    assert server.envs == {}
+
+
 def test_run_episodes_scores_scripted_shoppers_and_frees_every_server_env(server):
     scripts = {  # session -> actions; the socks are bought in the wrong size
         "0": ["search[green tea]", "click[B0TEA00001]", "click[mint]", "click[100 bags]", "click[Buy Now]"],
