@@ -619,18 +619,20 @@ def eos_set(model, eos_id):
 
 
 def prefill_rows(model, cache, chunks):
-    """Feeds each row's chunk but its last token into `cache`, one row at a time; returns the last
-    tokens. Fed as one left-padded batch, every row would compute as many tokens as the longest chunk
-    (an agent's new episode brings a ~500-token prompt while the others bring a ~50-token observation:
-    about 3x the tokens computed). Here each row's tokens take their own slots, the others' invalid
-    there, until the next CachedDecoder call packs the cache."""
-    cache.reserve(cache.length + sum(max(len(c) - 1, 0) for c in chunks))
+    """Feeds into `cache` what makes the rows' chunks (new prompt tokens) longer than the shortest one,
+    one row at a time; returns the rest, chunks of equal length for one batch without padding. As one
+    left-padded batch, every row would compute as many tokens as the longest chunk: an agent's new
+    episode brings a ~500-token prompt while the others bring a ~50-token observation (about 3x the
+    tokens computed). A row's own tokens take slots of their own, invalid in the other rows, until
+    the next CachedDecoder call packs the cache."""
+    shortest = max(1, min(len(c) for c in chunks))
+    cache.reserve(cache.length + sum(max(len(c) - shortest, 0) for c in chunks))
     for b, chunk in enumerate(chunks):
-        if len(chunk) > 1:
+        if len(chunk) > shortest:
             row = cache.row(b)
-            model(torch.tensor([chunk[:-1]], device=cache.valid.device), row, last_only=True)
+            model(torch.tensor([chunk[:-shortest]], device=cache.valid.device), row, last_only=True)
             cache.length = row.length
-    return [chunk[-1:] for chunk in chunks]
+    return [chunk[-shortest:] for chunk in chunks]
 
 
 @torch.no_grad()

@@ -198,6 +198,20 @@ def test_left_padded_batch_equals_each_prompt_alone():
     assert last == [a[0] for a in alone]
 
 
+def test_each_row_computes_its_own_prompt_tokens_not_the_longest_rows(monkeypatch):
+    """A long new prompt beside short ones (an agent's new episode beside observations) is fed on its
+    own: the batch computes each row's tokens once, not every row padded to the longest."""
+    m = tiny_model()
+    prompts = [list(range(3, 43)), [1, 40], [1, 70, 71]]
+    alone = [generate(m, [p], 4, eos_id=-1)[0] for p in prompts]
+    computed, forward = [], m.forward
+    monkeypatch.setattr(m, "forward", lambda tokens, *a, **k: computed.append(tokens.numel()) or forward(tokens, *a, **k))
+    assert generate(m, prompts, 4, eos_id=-1) == alone
+    # what makes a prompt longer than the shortest (38 + 0 + 1) alone, then the last 2 tokens of each
+    # row, then 3 batched steps of one token a row
+    assert computed == [38, 1, 3 * 2, 3, 3, 3]  # left-padded: [3 * 40, 3, 3, 3]
+
+
 def test_each_sequence_stops_on_its_own():
     m = tiny_model()
     prompts = [[1, 5, 6], [1, 40, 41, 42]]
