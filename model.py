@@ -303,9 +303,10 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.write(layer, k, v)  # [B, K, S, D]: everything cached so far
+            q = q.to(k.dtype)  # a bf16 model's cache on a CPU is fp32 (Transformer.new_cache)
         # Grouped-query attention inside SDPA: no [B, H, S, D] copies of the shared keys and values.
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
-                                           enable_gqa=self.n_kv_heads != self.n_heads)
+                                           enable_gqa=self.n_kv_heads != self.n_heads).to(x.dtype)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # [B, T, H*D]
 
 
@@ -371,8 +372,10 @@ class Transformer(nn.Module):
         return self.lm_head(self.norm(h))
 
     def new_cache(self, batch_size):
+        """A cache in the weights' dtype, but fp32 on a CPU: PyTorch's CPU attention kernel is ~4x slower
+        in bf16 than in fp32 when one new token attends to a long cache (bench.py agent)."""
         p = self.lm_head.weight
-        return KVCache(self.args, batch_size, p.dtype, p.device)
+        return KVCache(self.args, batch_size, torch.float32 if p.device.type == "cpu" else p.dtype, p.device)
 
 
 def positions_and_mask(key_valid, query_valid, query_slots):

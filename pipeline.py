@@ -50,7 +50,12 @@ VARIANTS = {  # name: (training data beside D1, mask errors, keep reflections, w
     "step-nomask": ("reflected.jsonl", False, True, "line"),
     "step-noreflection": ("reflected.jsonl", True, False, "line"),
     "step-reflection-in-thought": ("reflected.jsonl", True, True, "thought"),
+    "step-undo": ("reflected-undo.jsonl", True, True, "line"),
 }
+# Stage 2's files: the --irreversible each is synthesized with (None: the pipeline's own). reflected.jsonl
+# is always made; reflected-undo.jsonl, where wrong steps that cannot be undone were taken back and
+# corrected, when a variant (step-undo) trains on it.
+STAGE2 = {"reflected.jsonl": None, "reflected-undo.jsonl": "undo"}
 DEFAULT_VARIANTS = ["golden-only", "step", "step-nomask"]
 EVAL_SPLITS = {"sciworld": ["dev", "test"], "alfworld": ["valid_seen", "valid_unseen"], "webshop": ["test"]}
 
@@ -228,12 +233,14 @@ def run_seed(args, run, seed, preset, common):
                                  **training_settings(args, preset, "stage1", seed)))
 
     stage(f"seed {seed}: stage 2: self-reflected trajectories on U2, teacher watching every step")
+    stage2_files = ["reflected.jsonl"] + [VARIANTS[name][0] for name in args.variants]
     with teacher_endpoint(args) as url:
-        step.synthesize(step.command_args(
-            "synthesize", model=seed_dir / "base", split="train", task_file=seed_dir / "u2_tasks.txt",
-            out=seed_dir / "reflected.jsonl", max_invalid=args.max_invalid, dtype=agent_dtype(args),
-            sciworld_expert=args.sciworld_expert,
-            **teacher_options(args, teacher_url=url), **common))
+        for name in dict.fromkeys(f for f in stage2_files if f in STAGE2):
+            step.synthesize(step.command_args(
+                "synthesize", model=seed_dir / "base", split="train", task_file=seed_dir / "u2_tasks.txt",
+                out=seed_dir / name, max_invalid=args.max_invalid, dtype=agent_dtype(args),
+                sciworld_expert=args.sciworld_expert,
+                **teacher_options(args, teacher_url=url, irreversible=STAGE2[name] or args.irreversible), **common))
 
     stage(f"seed {seed}: stage 3: STeP and the baselines, same seed and budget")
     start_from = seed_dir / "base" if args.stage3_from == "base-agent" else model_dir

@@ -172,32 +172,42 @@ def comparisons(grids, settings, rng):
     return out
 
 
+UNDO_FILE = "reflected-undo.jsonl"  # pipeline.STAGE2's second stage 2, made for the variant step-undo
+
+
 def data_balance(runs):
-    """Per task family, the mean over seeds of the golden trajectories in D1 and U2 and of the
-    stage-2 episodes and the reflected trajectories kept (successful) for training."""
-    counts = {}
+    """Per task family, the mean over seeds of the golden trajectories in D1 and U2, of the stage-2
+    episodes and of the reflected trajectories kept (successful) for training; with stage 2's second
+    file (UNDO_FILE), its kept trajectories too."""
+    counts, undo = {}, all((seed_dir / UNDO_FILE).exists() for seed_dir in runs.values())
     for seed_dir in runs.values():
         d1, u2, reflected = (envs.family_counts(read_jsonl(seed_dir / name))
                              for name in ("d1.jsonl", "u2_golden.jsonl", "reflected.jsonl"))
+        undone = envs.family_counts(read_jsonl(seed_dir / UNDO_FILE)) if undo else {}
         for family in set(d1) | set(u2) | set(reflected):
-            row = counts.setdefault(family, dict.fromkeys(["d1", "u2_golden", "reflected_episodes", "reflected_kept"], 0))
+            row = counts.setdefault(family, dict.fromkeys(["d1", "u2_golden", "reflected_episodes", "reflected_kept"]
+                                                          + ["undo_kept"] * undo, 0))
             row["d1"] += d1.get(family, {}).get("episodes", 0)
             row["u2_golden"] += u2.get(family, {}).get("episodes", 0)
             row["reflected_episodes"] += reflected.get(family, {}).get("episodes", 0)
             row["reflected_kept"] += reflected.get(family, {}).get("success", 0)  # synthesis trains on the successes
+            if undo:
+                row["undo_kept"] += undone.get(family, {}).get("success", 0)
     return {family: {k: n / len(runs) for k, n in row.items()} for family, row in sorted(counts.items())}
 
 
+def stage2_counts(episodes):
+    return {"episodes": len(episodes), "kept": sum(bool(e.get("train")) for e in episodes),
+            **{key: sum(e.get(key, 0) for e in episodes) for key in ("errors", "corrections", "taken_back", "unjudged")}}
+
+
 def stage2_summary(runs):
-    """Per seed: what stage 2 produced."""
+    """Per seed: what stage 2 produced (and its second file's, under "undo", when there is one)."""
     out = {}
     for seed, seed_dir in runs.items():
-        episodes = read_jsonl(seed_dir / "reflected.jsonl")
-        out[str(seed)] = {"episodes": len(episodes), "kept": sum(bool(e.get("train")) for e in episodes),
-                          "errors": sum(e.get("errors", 0) for e in episodes),
-                          "corrections": sum(e.get("corrections", 0) for e in episodes),
-                          "taken_back": sum(e.get("taken_back", 0) for e in episodes),
-                          "unjudged": sum(e.get("unjudged", 0) for e in episodes)}
+        out[str(seed)] = stage2_counts(read_jsonl(seed_dir / "reflected.jsonl"))
+        if (seed_dir / UNDO_FILE).exists():
+            out[str(seed)]["undo"] = stage2_counts(read_jsonl(seed_dir / UNDO_FILE))
     return out
 
 
@@ -248,10 +258,12 @@ def markdown(results):
               f"{r['behaviour']['reflections_per_episode']:.2f} | "
               + " | ".join(f"{r['behaviour']['end_reasons'][k]:.1f}" for k in [*END_REASONS, "other"]) + " |"
               for r in results["rows"]]
+    undo = any("undo_kept" in c for c in results["data"].values())
     lines += ["", "## Training data by task family (mean over seeds)", "",
-              "| family | D1 golden | U2 golden | stage-2 episodes | reflected kept |", "|---|---|---|---|---|"]
+              "| family | D1 golden | U2 golden | stage-2 episodes | reflected kept |" + " kept with undo |" * undo,
+              "|---|---|---|---|---|" + "---|" * undo]
     lines += [f"| {f} | {c['d1']:.1f} | {c['u2_golden']:.1f} | {c['reflected_episodes']:.1f} | {c['reflected_kept']:.1f} |"
-              for f, c in results["data"].items()]
+              + (f" {c['undo_kept']:.1f} |" if undo else "") for f, c in results["data"].items()]
     return "\n".join(lines) + "\n"
 
 

@@ -187,6 +187,16 @@ def test_cached_greedy_equals_uncached_loop():
     assert generate(m, [prompt], 20, eos_id=-1) == [argmax_loop(m, prompt, 20)]
 
 
+def test_a_bf16_model_attends_over_an_fp32_cache_on_a_cpu():
+    m = tiny_model().to(torch.bfloat16)
+    cache = m.new_cache(1)
+    assert cache.k[0].dtype == torch.float32
+    prompt = [1, 17, 23, 99, 4, 5]
+    with torch.no_grad():
+        cached, uncached = m(torch.tensor([prompt]), cache), m(torch.tensor([prompt]))
+    assert cached.dtype == torch.bfloat16 and torch.allclose(cached.float(), uncached.float(), atol=0.05)
+
+
 def test_left_padded_batch_equals_each_prompt_alone():
     m = tiny_model()
     prompts = [[1, 5, 6, 7, 8, 9, 10, 11], [1, 40], [1, 70, 71, 72]]

@@ -301,3 +301,25 @@ def test_the_irreversible_switch_reaches_stage_2():
     assert step.command_args("synthesize", model="m", out="o", teacher_url="u").irreversible == "end"
     with pytest.raises(SystemExit):
         step.build_parser().parse_args(["pipeline", "--irreversible", "later"])
+
+
+def test_the_step_undo_variant_gets_a_stage_2_of_its_own(tmp_path, monkeypatch):
+    """step-undo trains on a second stage 2 that takes wrong irreversible steps back; step keeps the
+    pipeline's own (--irreversible, end by default). The stages' commands, recorded."""
+    calls = []
+    for command in ("train", "synthesize", "evaluate"):
+        monkeypatch.setattr(step, command, lambda args, command=command: calls.append((command, args)))
+    monkeypatch.setattr(pipeline, "split_d1_u2", lambda *a, **k: ([], []))
+    args = step.build_parser().parse_args(["pipeline", "--quick", "--model", "m", "--teacher-url", "http://t",
+                                           "--variants", "golden-only", "step", "step-undo"])
+    pipeline.run_seed(args, tmp_path, 0, pipeline.PRESETS["quick"], common={"env": "sciworld"})
+    stage2 = [(a.out.name, a.irreversible) for c, a in calls if c == "synthesize"]
+    assert stage2 == [("reflected.jsonl", "end"), ("reflected-undo.jsonl", "undo")]
+    stage3 = {a.out.name: [d.name for d in a.data] for c, a in calls if c == "train" and a.out.name != "base"}
+    assert stage3 == {"golden-only": ["d1.jsonl", "u2_golden.jsonl"], "step": ["d1.jsonl", "reflected.jsonl"],
+                      "step-undo": ["d1.jsonl", "reflected-undo.jsonl"]}
+    assert {a.model.name for c, a in calls if c == "evaluate"} == {"base", "golden-only", "step", "step-undo"}
+    calls.clear()
+    args.irreversible, args.variants = "undo", ["golden-only"]
+    pipeline.run_seed(args, tmp_path, 0, pipeline.PRESETS["quick"], common={"env": "sciworld"})
+    assert [(a.out.name, a.irreversible) for c, a in calls if c == "synthesize"] == [("reflected.jsonl", "undo")]

@@ -1,4 +1,6 @@
 """The statistics of the results: bootstrap intervals over seeds and tasks, the paired sign-flip test."""
+import json
+
 import numpy as np
 import pytest
 
@@ -93,3 +95,27 @@ def test_variance_components_recover_a_known_two_way_grid():
         1.96 * (spread["task"] ** 2 / 40 + spread["seed"] ** 2 / 2) ** 0.5)
     one_seed = report.variance_components(np.array([[0.0, 100.0] * 5]))
     assert one_seed["seed"] is None and one_seed["task"] == pytest.approx(np.std([0, 100] * 5, ddof=1))
+
+
+def test_stage_2s_second_file_is_counted_beside_the_first(tmp_path):
+    """With the variant step-undo, stage 2 also writes reflected-undo.jsonl: its kept trajectories and
+    the steps it took back are reported beside the first stage 2's."""
+    def write(name, records):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    def episode(task, success=True, **counts):
+        return {"env": "sciworld", "task": task, "success": success, "train": success, **counts}
+    plant, lifespan = "find-plant/3", "lifespan-shortest-lived/4"
+    write("d1.jsonl", [episode("find-plant/1"), episode("lifespan-shortest-lived/2")])
+    write("u2_golden.jsonl", [episode(plant), episode(lifespan)])
+    write("reflected.jsonl", [episode(plant, errors=1, corrections=1), episode(lifespan, False, errors=1)])
+    runs = {0: tmp_path}
+    first = {"find-plant": {"d1": 1.0, "u2_golden": 1.0, "reflected_episodes": 1.0, "reflected_kept": 1.0},
+             "lifespan-shortest-lived": {"d1": 1.0, "u2_golden": 1.0, "reflected_episodes": 1.0, "reflected_kept": 0.0}}
+    assert report.data_balance(runs) == first
+    write("reflected-undo.jsonl", [episode(plant, errors=1, corrections=1),
+                                   episode(lifespan, errors=1, corrections=1, taken_back=1)])
+    assert report.data_balance(runs) == {family: {**row, "undo_kept": 1.0} for family, row in first.items()}
+    assert report.stage2_summary(runs) == {"0": {
+        "episodes": 2, "kept": 1, "errors": 2, "corrections": 1, "taken_back": 0, "unjudged": 0,
+        "undo": {"episodes": 2, "kept": 2, "errors": 2, "corrections": 2, "taken_back": 1, "unjudged": 0}}}
