@@ -332,11 +332,25 @@ def replay_turns(policy, trajectories, parallel):
         slots = [(t, i + 2) for t, i in slots if i + 2 < len(t["messages"])]
 
 
-def bench_agent(device, student=None, n_episodes=16, parallel=8, max_new_tokens=32, rounds=2):
+def weights_dtype_cache(model, batch_size):
+    """The KV cache as it was before it was kept in fp32 on a CPU: in the weights' dtype."""
+    p = model.lm_head.weight
+    return M.KVCache(model.args, batch_size, p.dtype, p.device)
+
+
+AGENT_DECODING = {  # name: (prefill, the model's cache), patched into model.py for the replay
+    "ours (row prefill, fp32 cache)": (M.prefill_rows, M.Transformer.new_cache),
+    "row prefill, bf16 cache": (M.prefill_rows, weights_dtype_cache),
+    "before (left-padded batch, bf16 cache)": (lambda model, cache, chunks: chunks, weights_dtype_cache),
+}
+
+
+def bench_agent(device, student=None, n_episodes=8, parallel=8, max_new_tokens=32, rounds=2):
     """The student's share of an evaluation (its calls, not the engine's steps): golden SciWorld episodes
-    replayed through the agent's policy, with each row's new prompt tokens fed on their own
-    (model.prefill_rows) against the earlier left-padded batch, where every row computes the longest
-    row's tokens."""
+    replayed through the agent's policy in bf16, as decoding is now and as it was before two changes:
+    each row's new prompt tokens beyond the shortest row's fed on their own (model.prefill_rows) instead
+    of one left-padded batch where every row computes the longest row's tokens, and the KV cache in fp32
+    on a CPU instead of bf16 (PyTorch's CPU attention kernel is slow in bf16 at decode)."""
     import envs
     import step
     directory = student_dir(student)
@@ -344,21 +358,22 @@ def bench_agent(device, student=None, n_episodes=16, parallel=8, max_new_tokens=
     env = envs.make_env("sciworld", "train", tasks=BENCH_TASKS[:2])
     trajectories = [envs.golden_trajectory(env, t) for t in step.select_tasks("sciworld", env.task_ids(), n_episodes)]
     env.close()
-    turns = sum(t["steps"] for t in trajectories)
 
-    def play(prefill):
-        original, M.prefill_rows = M.prefill_rows, prefill
+    def play(prefill, new_cache):
+        original = M.prefill_rows, M.Transformer.new_cache
+        M.prefill_rows, M.Transformer.new_cache = prefill, new_cache
         try:
             replay_turns(step.make_policy(model, tokenizer, max_new_tokens), trajectories, parallel)
         finally:
-            M.prefill_rows = original
-    left_padded = lambda model, cache, chunks: chunks  # noqa: E731  (decode feeds the chunks as one batch)
-    speeds = best_speeds({"ours": functools.partial(play, M.prefill_rows), "batched": functools.partial(play, left_padded)},
+            M.prefill_rows, M.Transformer.new_cache = original
+    speeds = best_speeds({name: functools.partial(play, *parts) for name, parts in AGENT_DECODING.items()},
                          60 * n_episodes, rounds, device)
-    print(f"agent: {directory} in bf16, {n_episodes} golden episodes ({turns} turns) replayed, {parallel} at once, "
-          f"up to {max_new_tokens} new tokens a turn, best of {rounds} rounds")
-    report("episodes/min of the student's calls", speeds["ours"], speeds["batched"], "episodes/min",
-           names=("prefill by row", "left-padded batch"))
+    print(f"agent: {directory} in bf16, {n_episodes} golden episodes ({sum(t['steps'] for t in trajectories)} turns) "
+          f"replayed, {parallel} at once, up to {max_new_tokens} new tokens a turn, best of {rounds} rounds")
+    ours, *others = AGENT_DECODING
+    for other in others:
+        report(f"episodes/min of the student's calls vs {other}", speeds[ours], speeds[other], "episodes/min",
+               names=("ours", other.split(" (")[0]))
 
 
 LLAMA2_7B = dict(dim=4096, n_layers=32, n_heads=32, vocab_size=32000, hidden_dim=11008)

@@ -455,11 +455,14 @@ class KVCache:
         self.valid[:, :self.length] &= valid.cumsum(1) <= torch.as_tensor(keep, device=valid.device)[:, None]
 
     def select_rows(self, rows):
-        """Reorder rows; -1 makes a new empty row."""
+        """Reorder rows; -1 makes a new empty row. Copies the slots in use, and nothing when the rows stay."""
+        if list(rows) == list(range(self.valid.shape[0])):
+            return
         index = torch.as_tensor(rows, device=self.valid.device)
         take = lambda t: torch.cat([t, t.new_zeros((1, *t.shape[1:]))])[index]  # noqa: E731  (row -1 = zeros)
-        self.k, self.v = [take(t) for t in self.k], [take(t) for t in self.v]
-        self.valid = take(self.valid)
+        self.k = [take(t[:, :, :self.length]) for t in self.k]
+        self.v = [take(t[:, :, :self.length]) for t in self.v]
+        self.valid = take(self.valid[:, :self.length])
 
     def pack(self):
         """Move each row's valid entries to the right end of the fewest slots (left padding)."""
