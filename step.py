@@ -920,7 +920,7 @@ def add_teacher_options(p, required):
                    help="a step that cannot be undone (a wrong focus fails a SciWorld task) is judged after it ran: "
                         "judged wrong, it ends the episode (end), or the run takes it back in the environment and "
                         "the correction runs from the state before it (undo; the step stays in the trajectory, "
-                        "masked) [%(default)s]"),
+                        "masked) [%(default)s]")
 
 
 def add_commands(commands):
