@@ -345,7 +345,7 @@ AGENT_DECODING = {  # name: (prefill, the model's cache), patched into model.py 
 }
 
 
-def bench_agent(device, student=None, n_episodes=16, parallel=8, max_new_tokens=32, rounds=2):
+def bench_agent(device, student=None, n_episodes=8, parallel=8, max_new_tokens=32, rounds=2):
     """The student's share of an evaluation (its calls, not the engine's steps): golden SciWorld episodes
     replayed through the agent's policy in bf16, as decoding is now and as it was before two changes:
     each row's new prompt tokens beyond the shortest row's fed on their own (model.prefill_rows) instead
