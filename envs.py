@@ -266,10 +266,9 @@ class SciWorld:
         return observation, score, done, info
 
     def _undo_state(self):
-        """What a step changes besides the engine: the episode's ends and the expert's state (its
-        route is replaced, never changed in place, so keeping the reference is enough)."""
-        return (self._last, self._done, self._won, self._route, self._rooms, self._next,
-                self._seen, self._on_gold_path, self._dead)
+        """What a step changes in the expert's state besides the steps (its route is replaced, never
+        changed in place, so keeping the reference is enough)."""
+        return self._route, self._rooms, self._next, self._seen, self._on_gold_path, self._dead
 
     def undo(self):
         """Takes the last step back: the task reloaded and the steps before it replayed (the engine
@@ -277,8 +276,9 @@ class SciWorld:
         if not self._steps:
             raise RuntimeError("SciWorld: undo() without a step to take back")
         self._steps.pop()
-        (self._last, self._done, self._won, self._route, self._rooms, self._next, self._seen, self._on_gold_path,
-         self._dead) = self._before_steps.pop()
+        self._route, self._rooms, self._next, self._seen, self._on_gold_path, self._dead = self._before_steps.pop()
+        self._last = self._steps[-1][1] if self._steps else self._first
+        self._done = self._won = False  # an episode takes no step after its end
         self._load(*self._episode, gold=False)
         self._replay_episode()
 
@@ -899,8 +899,8 @@ class Episode:
         return {"id": self.id, "env": self.env.name, "split": self.env.split, "task": self.task_id,
                 "source": source, "messages": messages, "reward": self.best, "success": self.won,
                 "steps": self.steps, "end_reason": self.end_reason, "errors": self.errors,
-                "corrections": self.corrections, "taken_back": self.taken_back, "invalid_actions": self.invalid, "unjudged": self.unjudged,
-                "teacher_calls": self.teacher_calls, "teacher_latency_s": round(self.teacher_latency_s, 3)}
+                "corrections": self.corrections, "taken_back": self.taken_back, "invalid_actions": self.invalid,
+                "unjudged": self.unjudged, "teacher_calls": self.teacher_calls, "teacher_latency_s": round(self.teacher_latency_s, 3)}
 
 
 def expert_view(env):

@@ -50,12 +50,12 @@ VARIANTS = {  # name: (training data beside D1, mask errors, keep reflections, w
     "step-nomask": ("reflected.jsonl", False, True, "line"),
     "step-noreflection": ("reflected.jsonl", True, False, "line"),
     "step-reflection-in-thought": ("reflected.jsonl", True, True, "thought"),
-    "step-undo": ("reflected-undo.jsonl", True, True, "line"),
+    "step-undo": (report.UNDO_FILE, True, True, "line"),
 }
 # Stage 2's files: the --irreversible each is synthesized with (None: the pipeline's own). reflected.jsonl
 # is always made; reflected-undo.jsonl, where wrong steps that cannot be undone were taken back and
 # corrected, when a variant (step-undo) trains on it.
-STAGE2 = {"reflected.jsonl": None, "reflected-undo.jsonl": "undo"}
+STAGE2 = {"reflected.jsonl": None, report.UNDO_FILE: "undo"}
 DEFAULT_VARIANTS = ["golden-only", "step", "step-nomask"]
 EVAL_SPLITS = {"sciworld": ["dev", "test"], "alfworld": ["valid_seen", "valid_unseen"], "webshop": ["test"]}
 

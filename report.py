@@ -172,7 +172,7 @@ def comparisons(grids, settings, rng):
     return out
 
 
-UNDO_FILE = "reflected-undo.jsonl"  # pipeline.STAGE2's second stage 2, made for the variant step-undo
+UNDO_FILE = "reflected-undo.jsonl"  # the second stage 2 (pipeline.STAGE2), made for the variant step-undo
 
 
 def data_balance(runs):
