@@ -24,7 +24,7 @@ import torch
 import envs
 import report
 import step
-from data import load_trajectories, read_jsonl, render_turn, write_atomic
+from data import load_trajectories, render_turn, write_atomic
 from model import ModelArgs, Transformer, save_model, train_tokenizer
 from oracle import oracle_verdict, serve_oracle_teacher
 from teacher import teacher_prompt
@@ -207,10 +207,6 @@ def teacher_options(args, **overrides):
     return {**{name: getattr(args, name) for name in TEACHER_OPTIONS}, **overrides}
 
 
-def eval_dir(seed_dir, variant, split):
-    return seed_dir / "eval" / variant / split
-
-
 def agent_dtype(args):
     """A pretrained student plays in bf16 (it trained under bf16 autocast; on a CPU with AVX-512 BF16 it
     decodes about twice as fast); the scratch model in fp32 on a CPU, its training precision."""
@@ -257,7 +253,7 @@ def run_seed(args, run, seed, preset, common):
             step.evaluate(step.command_args(
                 "eval", model=seed_dir / name, split=split,
                 tasks=args.test_tasks or (None if args.eval_set else preset["test_tasks"]),
-                eval_set=args.eval_set, out=eval_dir(seed_dir, name, split), max_invalid=args.max_invalid,
+                eval_set=args.eval_set, out=report.eval_dir(seed_dir, name, split), max_invalid=args.max_invalid,
                 dtype=agent_dtype(args), **common))
 
 
@@ -285,11 +281,7 @@ def pipeline(args):
         run_seed(args, run, seed, preset, common)
 
     stage("results over all seeds")
-    runs = {seed: run / f"seed-{seed}" for seed in seeds}
-    episodes = {(seed, name, split): read_jsonl(eval_dir(seed_dir, name, split) / "episodes.jsonl")
-                for seed, seed_dir in runs.items() for name in ["base", *args.variants]
-                for split in EVAL_SPLITS[args.env]}
-    results = report.write_results(run, runs, episodes, settings={
+    results = report.report_seeds(run, {seed: run / f"seed-{seed}" for seed in seeds}, settings={
         "env": args.env, "quick": args.quick, "seeds": seeds, "variants": ["base", *args.variants],
         "splits": EVAL_SPLITS[args.env], "eval_set": args.eval_set, "model": str(args.model or "scratch")})
     print("\n" + report.markdown_table(results))

@@ -1,5 +1,6 @@
 """The results of a pipeline run over its seeds: means with 95 % intervals, paired comparisons, the
-data each variant was trained on, results.json, results.md and results.png.
+data each variant was trained on, results.json, results.md and results.png. `step.py report` gives
+the results over the seeds of several runs of one setting (seeds run on different machines).
 
 Every variant is evaluated on the same test tasks with every seed, so an evaluation split is a grid
 of episodes [seeds, tasks]. Intervals come from a two-way bootstrap that resamples seeds and tasks
@@ -12,6 +13,7 @@ up to 16 tasks). Both use a fixed generator, so the same episodes give the same 
 import itertools
 import json
 import logging
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -211,6 +213,18 @@ def stage2_summary(runs):
     return out
 
 
+def eval_dir(seed_dir, variant, split):
+    return Path(seed_dir) / "eval" / variant / split
+
+
+def report_seeds(out, runs, settings):
+    """results.json, results.md and results.png in `out` over the seed folders `runs` ({seed: folder});
+    settings: as in results.json (SETTINGS). Returns the results dict."""
+    episodes = {(seed, variant, split): read_jsonl(eval_dir(seed_dir, variant, split) / "episodes.jsonl")
+                for seed, seed_dir in runs.items() for variant in settings["variants"] for split in settings["splits"]}
+    return write_results(out, runs, episodes, settings)
+
+
 def write_results(run, runs, episodes, settings):
     """results.json, results.md and results.png in `run`; returns the results dict.
     runs: {seed: seed folder}; episodes: {(seed, variant, split): evaluation episodes}."""
@@ -301,3 +315,60 @@ def plot(path, results, runs):
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- step.py report
+
+SETTINGS = ("env", "quick", "seeds", "variants", "splits", "eval_set", "model")  # results.json's, in order
+# What a seed's results are computed from, relative to its folder: trajectories, training logs and
+# summaries, evaluation episodes. No model: a folder of records can be kept (docs/) and reported again.
+SEED_RECORDS = ("*.jsonl", "*.txt", "*/train_log.jsonl", "*/train_summary.json", "eval/*/*/*")
+
+
+def copy_records(seed_dir, out):
+    """seed_dir's records (SEED_RECORDS) into the folder `out`; nothing when they are the same folder."""
+    if out.exists() and out.resolve() == seed_dir.resolve():
+        return
+    for pattern in SEED_RECORDS:
+        for file in sorted(seed_dir.glob(pattern)):
+            target = out / file.relative_to(seed_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file, target)
+
+
+def report_runs(args):
+    """The results over the seeds of several pipeline runs of one setting, e.g. seeds run on
+    different machines: each RUN's results.json names its seeds and its setting, which must be the
+    same in every RUN but for the seeds, and no seed may be in two RUNs. Writes results.json,
+    results.md and results.png into --out, beside each seed's records (seed-K/: trajectories, training
+    logs, evaluation episodes; no models), so that --out can itself be a RUN of a later report."""
+    out, runs, settings = Path(args.out), {}, None
+    for run in map(Path, args.runs):
+        results = json.loads((run / "results.json").read_text())
+        setting = {key: results[key] for key in SETTINGS}
+        if settings is not None:
+            differ = [key for key in SETTINGS if key != "seeds" and setting[key] != settings[key]]
+            if differ:
+                raise ValueError(f"{run / 'results.json'}: another setting than {args.runs[0]}'s "
+                                 f"({', '.join(f'{k}: {setting[k]!r} against {settings[k]!r}' for k in differ)})")
+        settings = setting
+        for seed in results["seeds"]:
+            if seed in runs:
+                raise ValueError(f"seed {seed} is in {runs[seed].parent} and in {run}: a seed can be reported once")
+            runs[seed] = run / f"seed-{seed}"
+    records = {}
+    for seed in sorted(runs):
+        records[seed] = out / f"seed-{seed}"
+        copy_records(runs[seed], records[seed])
+    results = report_seeds(out, records, {**settings, "seeds": sorted(runs)})
+    print(markdown_table(results))
+    return results
+
+
+def add_report_command(commands):
+    p = commands.add_parser("report", help="the results over the seeds of several pipeline runs",
+                            description=report_runs.__doc__)
+    p.add_argument("runs", nargs="+", metavar="RUN", help="pipeline run folders (runs/NAME), or earlier --out folders")
+    p.add_argument("--out", required=True, help="the folder to write the results and the seeds' records into")
+    p.set_defaults(run=report_runs)
+    return p

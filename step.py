@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import envs
+import report
 from convert_gguf import SMOLLM2_PACKAGE, convert_gguf, installed_smollm2
 from data import (IGNORE_INDEX, REFLECTION_PLACEMENTS, append_jsonl, build_samples, collate, encode_prompt,
                   end_of_turn_id, length_grouped_batches, load_trajectories, marked_for_training, padding_fraction,
@@ -972,6 +973,7 @@ def add_commands(commands):
     p.set_defaults(run=convert)
 
     parsers["pipeline"] = pipeline.add_pipeline_command(commands, add_teacher_options)
+    parsers["report"] = report.add_report_command(commands)
     return parsers
 
 

@@ -2,6 +2,7 @@
 over real HTTP on loopback), eval, and the whole pipeline at a tiny size."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -212,6 +213,23 @@ def test_the_pipeline_runs_every_stage_per_seed_and_reruns_identically(tmp_path)
         assert 0 < c["p"] <= 1
     # Without masking the error steps are trained too: more trainable tokens on the same data.
     assert rows["step-nomask", "test"]["trainable_tokens"] > rows["step", "test"]["trainable_tokens"]
+
+    # `step.py report`: the seeds' records alone (no model) give the same results, also from two folders
+    # of one seed each (seeds run on two machines); a seed in two folders, or two settings, are refused.
+    records = tmp_path / "records"
+    step.main(["report", str(first), "--out", str(records)])
+    assert json.loads((records / "results.json").read_text()) == results
+    assert not list(records.rglob("*.safetensors")) and (records / "seed-1/eval/step/dev/episodes.jsonl").exists()
+    for seed in (0, 1):
+        shutil.copytree(records / f"seed-{seed}", tmp_path / f"only-{seed}" / f"seed-{seed}")
+        (tmp_path / f"only-{seed}" / "results.json").write_text(json.dumps({**results, "seeds": [seed]}))
+    step.main(["report", str(tmp_path / "only-1"), str(tmp_path / "only-0"), "--out", str(tmp_path / "merged")])
+    assert json.loads((tmp_path / "merged" / "results.json").read_text()) == results
+    with pytest.raises(SystemExit, match="seed 0 is in .* and in"):
+        step.main(["report", str(records), str(tmp_path / "only-0"), "--out", str(tmp_path / "refused")])
+    (tmp_path / "only-1" / "results.json").write_text(json.dumps({**results, "seeds": [1], "model": "other"}))
+    with pytest.raises(SystemExit, match="another setting .*model: 'other' against 'scratch'"):
+        step.main(["report", str(tmp_path / "only-0"), str(tmp_path / "only-1"), "--out", str(tmp_path / "refused")])
 
     # A rerun finds every stage finished: no model or trajectory file is touched.
     before = {p: (p.stat().st_mtime, p.read_bytes()) for p in first.rglob("*") if p.is_file()}
