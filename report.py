@@ -345,6 +345,9 @@ def report_runs(args):
     out, runs, settings = Path(args.out), {}, None
     for run in map(Path, args.runs):
         results = json.loads((run / "results.json").read_text())
+        missing = [key for key in SETTINGS if key not in results]
+        if missing:
+            raise ValueError(f"{run / 'results.json'}: not a pipeline's results (no {', '.join(missing)})")
         setting = {key: results[key] for key in SETTINGS}
         if settings is not None:
             differ = [key for key in SETTINGS if key != "seeds" and setting[key] != settings[key]]
