@@ -359,6 +359,8 @@ def report_runs(args):
             if seed in runs:
                 raise ValueError(f"seed {seed} is in {runs[seed].parent} and in {run}: a seed can be reported once")
             runs[seed] = run / f"seed-{seed}"
+            if not runs[seed].is_dir():
+                raise FileNotFoundError(f"{runs[seed]}: no such folder, though {run / 'results.json'} names seed {seed}")
     records = {}
     for seed in sorted(runs):
         records[seed] = out / f"seed-{seed}"

@@ -215,8 +215,8 @@ def test_the_pipeline_runs_every_stage_per_seed_and_reruns_identically(tmp_path)
     assert rows["step-nomask", "test"]["trainable_tokens"] > rows["step", "test"]["trainable_tokens"]
 
     # `step.py report`: the seeds' records alone (no model) give the same results, also from two folders
-    # of one seed each (seeds run on two machines); a seed in two folders, two settings, or a file that is
-    # not a pipeline's results are refused.
+    # of one seed each (seeds run on two machines); a seed in two folders, two settings, a seed
+    # without its folder, or a file that is not a pipeline's results are refused.
     records = tmp_path / "records"
     step.main(["report", str(first), "--out", str(records)])
     assert json.loads((records / "results.json").read_text()) == results
@@ -230,6 +230,9 @@ def test_the_pipeline_runs_every_stage_per_seed_and_reruns_identically(tmp_path)
         step.main(["report", str(records), str(tmp_path / "only-0"), "--out", str(tmp_path / "refused")])
     (tmp_path / "only-1" / "results.json").write_text(json.dumps({**results, "seeds": [1], "model": "other"}))
     with pytest.raises(SystemExit, match="another setting .*model: 'other' against 'scratch'"):
+        step.main(["report", str(tmp_path / "only-0"), str(tmp_path / "only-1"), "--out", str(tmp_path / "refused")])
+    (tmp_path / "only-1" / "results.json").write_text(json.dumps({**results, "seeds": [5]}))
+    with pytest.raises(SystemExit, match="only-1/seed-5: no such folder, though .*only-1/results.json names seed 5"):
         step.main(["report", str(tmp_path / "only-0"), str(tmp_path / "only-1"), "--out", str(tmp_path / "refused")])
     (tmp_path / "only-1" / "results.json").write_text(json.dumps({"seeds": [1]}))
     with pytest.raises(SystemExit, match="only-1/results.json: not a pipeline's results"):
