@@ -349,12 +349,12 @@ def report_runs(args):
         if missing:
             raise ValueError(f"{run / 'results.json'}: not a pipeline's results (no {', '.join(missing)})")
         setting = {key: results[key] for key in SETTINGS}
-        if settings is not None:
-            differ = [key for key in SETTINGS if key != "seeds" and setting[key] != settings[key]]
-            if differ:
-                raise ValueError(f"{run / 'results.json'}: another setting than {args.runs[0]}'s "
-                                 f"({', '.join(f'{k}: {setting[k]!r} against {settings[k]!r}' for k in differ)})")
-        settings = setting
+        if settings is None:
+            settings = setting  # the first RUN's; every other RUN is compared with it
+        differ = [key for key in SETTINGS if key != "seeds" and setting[key] != settings[key]]
+        if differ:
+            raise ValueError(f"{run / 'results.json'}: another setting than {args.runs[0]}'s "
+                             f"({', '.join(f'{k}: {setting[k]!r} against {settings[k]!r}' for k in differ)})")
         for seed in results["seeds"]:
             if seed in runs:
                 raise ValueError(f"seed {seed} is in {runs[seed].parent} and in {run}: a seed can be reported once")
