@@ -16,7 +16,7 @@ synthesis: episodes per minute with 1 vs 8 parallel episodes against the oracle 
        by 0.5 s a call.
 gpu:   (CUDA only) bf16 logits parity with transformers on a LLaMA-2-7B-shaped stack; training tokens/s
        and MFU with per-block checkpointing at 4096 tokens, standard mode vs transformers on 8 of the 32
-       layers, and --memory lean on all 32; peak CUDA memory against step.estimate_memory.
+       layers, and --memory lean on all 32; peak CUDA memory against optim.estimate_memory.
 """
 import argparse
 import functools
@@ -163,9 +163,11 @@ BENCH_TASKS = ["lifespan-longest-lived", "find-non-living-thing", "chemistry-mix
 
 def bench_envs(device):
     import envs
+    import rollout
+    from data import parse_action
     env = envs.make_env("sciworld", "dev", tasks=BENCH_TASKS)
     task_ids = [t for task in BENCH_TASKS for t in [i for i in env.task_ids() if i.startswith(task + "/")][:2]]
-    gold = {t: [envs.parse_action(m["content"]) for m in envs.golden_trajectory(env, t)["messages"]
+    gold = {t: [parse_action(m["content"]) for m in rollout.golden_trajectory(env, t)["messages"]
                 if m["role"] == "assistant"] for t in task_ids}
     ours, stock = [], []
     for task_id in task_ids:
@@ -204,13 +206,13 @@ def scratch_agent(device):
 def episodes_per_minute(parallel, n_episodes, device, judge=None, max_new_tokens=24, max_corrections=5):
     """Steady-state throughput: the slots' environments (one JVM each) are started before the clock."""
     import envs
-    import step
+    import rollout
     model, tokenizer = scratch_agent(device)
-    policy = step.make_policy(model, tokenizer, max_new_tokens)
+    policy = rollout.make_policy(model, tokenizer, max_new_tokens)
     started = [envs.make_env("sciworld", "dev", tasks=BENCH_TASKS[:1], max_steps=12) for _ in range(parallel)]
     task_ids = started[0].task_ids()[:n_episodes]
     start = time.perf_counter()
-    envs.run_episodes(policy, started.pop, task_ids, parallel=parallel, judge=judge, max_corrections=max_corrections)
+    rollout.run_episodes(policy, started.pop, task_ids, parallel=parallel, judge=judge, max_corrections=max_corrections)
     return 60 * n_episodes / (time.perf_counter() - start)
 
 
@@ -269,7 +271,6 @@ def best_speeds(fns, units, rounds, device):
 def bench_student(device, student=None, seq=768, prompt=384, new_tokens=32, rounds=3):
     import transformers
 
-    import step
     directory = student_dir(student)
     ids = torch.randint(3, 49152, (1, seq), generator=torch.Generator().manual_seed(0)).to(device)
     labels = ids.clone()
@@ -299,7 +300,7 @@ def bench_student(device, student=None, seq=768, prompt=384, new_tokens=32, roun
     optimizers = {}
     for dtype, memory in ((torch.float32, "standard"), (torch.bfloat16, "lean")):
         logits_of(ours[dtype], ids[:, :8]).float().sum().backward()  # gradients for the step to apply
-        optimizer = step.make_optimizer(ours[dtype], argparse.Namespace(lr=1e-5, weight_decay=0.0, memory=memory))
+        optimizer = optimizer_for(ours[dtype], memory)
         optimizers[f"{type(optimizer).__name__} ({str(dtype)[6:]} weights)"] = optimizer.step
     steps = best_speeds(optimizers, 1, rounds, device)
     print("  optimizer step: " + ", ".join(f"{name} {1 / per_s:.2f} s" for name, per_s in steps.items()))
@@ -352,18 +353,18 @@ def bench_agent(device, student=None, n_episodes=8, parallel=8, max_new_tokens=3
     of one left-padded batch where every row computes the longest row's tokens, and the KV cache in fp32
     on a CPU instead of bf16 (PyTorch's CPU attention kernel is slow in bf16 at decode)."""
     import envs
-    import step
+    import rollout
     directory = student_dir(student)
-    model, tokenizer = step.load_agent(directory, device, dtype="bf16")
+    model, tokenizer = rollout.load_agent(directory, device, dtype="bf16")
     env = envs.make_env("sciworld", "train", tasks=BENCH_TASKS[:2])
-    trajectories = [envs.golden_trajectory(env, t) for t in step.select_tasks("sciworld", env.task_ids(), n_episodes)]
+    trajectories = [rollout.golden_trajectory(env, t) for t in envs.select_tasks("sciworld", env.task_ids(), n_episodes)]
     env.close()
 
     def play(prefill, new_cache):
         original = M.prefill_rows, M.Transformer.new_cache
         M.prefill_rows, M.Transformer.new_cache = prefill, new_cache
         try:
-            replay_turns(step.make_policy(model, tokenizer, max_new_tokens), trajectories, parallel)
+            replay_turns(rollout.make_policy(model, tokenizer, max_new_tokens), trajectories, parallel)
         finally:
             M.prefill_rows, M.Transformer.new_cache = original
     speeds = best_speeds({name: functools.partial(play, *parts) for name, parts in AGENT_DECODING.items()},
@@ -394,7 +395,7 @@ def bench_gpu(device, seq=4096, speed_layers=8, parity_layers=2):
     """The GPU figures the README quotes: parity, training speed and MFU, peak memory vs the estimate."""
     if not str(device).startswith("cuda"):
         raise SystemExit("bench gpu: needs --device cuda")
-    import step
+    import optim
     name = torch.cuda.get_device_name()
     print(f"gpu: {name}, LLaMA-2-7B shape {LLAMA2_7B}, MFU against {H100_BF16_PEAK / 1e12:.0f} TFLOP/s bf16")
 
@@ -425,8 +426,8 @@ def bench_gpu(device, seq=4096, speed_layers=8, parity_layers=2):
     del reference, steps
     torch.cuda.empty_cache()
     peak = peak_cuda_bytes(lambda: [part() for part in training_step_parts(ours, ids, "standard", torch.bfloat16)])
-    estimate = step.estimate_memory(M.ModelArgs(**config), seq, "standard")["total"]
-    print(f"  peak CUDA memory, standard, {speed_layers} layers: {peak / 1e9:.1f} GB; step.estimate_memory "
+    estimate = optim.estimate_memory(M.ModelArgs(**config), seq, "standard")["total"]
+    print(f"  peak CUDA memory, standard, {speed_layers} layers: {peak / 1e9:.1f} GB; optim.estimate_memory "
           f"{estimate:.1f} GB")
     del ours
     torch.cuda.empty_cache()
@@ -441,20 +442,26 @@ def bench_gpu(device, seq=4096, speed_layers=8, parity_layers=2):
     report_training({"ours": parts}, M.ModelArgs(**LLAMA2_7B), seq, device)
     torch.cuda.empty_cache()
     peak = peak_cuda_bytes(lambda: [part() for part in parts])
-    estimate = step.estimate_memory(M.ModelArgs(**LLAMA2_7B), seq, "lean")
-    print(f"  peak CUDA memory, lean, 32 layers: {peak / 1e9:.1f} GB; step.estimate_memory {estimate['total']:.1f} GB "
+    estimate = optim.estimate_memory(M.ModelArgs(**LLAMA2_7B), seq, "lean")
+    print(f"  peak CUDA memory, lean, 32 layers: {peak / 1e9:.1f} GB; optim.estimate_memory {estimate['total']:.1f} GB "
           f"({', '.join(f'{k} {v:.1f}' for k, v in estimate.items() if k not in ('params', 'bytes_per_param', 'total'))})")
 
 
+def optimizer_for(m, memory):
+    """The optimizer train.train makes for `m` in this memory mode (lr 1e-5)."""
+    import train
+    return train.make_optimizer(m, train.TrainConfig(model="-", data=[], out="-", lr=1e-5, memory=memory))
+
+
 def training_step_parts(m, ids, memory, autocast_dtype):
-    """(forward+backward of one micro-batch, clip + optimizer step) as step.train runs them, so that a
+    """(forward+backward of one micro-batch, clip + optimizer step) as train.train runs them, so that a
     step of G accumulated micro-batches can be timed as G x the first + the second."""
-    import step
-    optimizer = step.make_optimizer(m, argparse.Namespace(lr=1e-5, weight_decay=0.0, memory=memory))
+    import train
+    optimizer = optimizer_for(m, memory)
 
     def forward_backward():
         if isinstance(m, M.Transformer):
-            step.accumulate_gradients(m, [(ids, ids)], ids.device, autocast_dtype)
+            train.accumulate_gradients(m, [(ids, ids)], ids.device, autocast_dtype)
         else:  # transformers: the same loss
             with torch.autocast(ids.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 logits = m(ids).logits[:, :-1]

@@ -1,20 +1,26 @@
-"""Trajectories: loading, validation, ETO conversion, chat encoding (LLaMA-2, LLaMA-3, ChatML) with partial masking,
-length-grouped batching. (The teacher of stage 2 is in teacher.py, the oracle teacher in oracle.py.)
+"""Trajectories, and what is trained of them: loading and validation, ETO conversion, chat encoding
+(LLaMA-2, LLaMA-3, ChatML) with loss labels, partial masking and the variants, length-grouped batching.
 
 Data flows one way: trajectory dicts -> (token ids, labels) -> padded batches. Labels are aligned
-with the ids (label i is id i when trained, IGNORE_INDEX when not); the loss shifts them."""
+with the ids (label i is id i when trained, IGNORE_INDEX when not); train.py's loss shifts them.
+A message with "loss": false (a step the teacher judged wrong) stays in the context with no label:
+that is partial masking, decided in rollout.py and applied here (apply_variant, encode_pair)."""
 import copy
 import json
 import logging
 import os
 import random
-import re
 from collections import Counter
 
 import torch
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
+
+
+class StepError(Exception):
+    """A failure the user can act on (bad input, a diverged run): step.py prints it without a traceback."""
+
 
 IGNORE_INDEX = -100
 SOURCES = ("golden", "reflected", "agent")
@@ -32,6 +38,20 @@ def render_turn(action, thought=None, reflection=None):
     """The one place an assistant turn is formatted from its parts; absent parts are left out."""
     parts = [("Reflection", reflection), ("Thought", thought), ("Action", action)]
     return "\n".join(f"{name}: {text}" for name, text in parts if text is not None)
+
+
+def parse_action(reply):
+    """The text after the last "Action:" (its first line, stripped); None when there is none."""
+    head, sep, tail = (reply or "").rpartition("Action:")
+    lines = tail.strip().splitlines()
+    return lines[0].strip() if sep and lines and lines[0].strip() else None
+
+
+def parse_thought(reply):
+    """The text after the last "Thought:" before the last "Action:"; None when there is none."""
+    head, sep, _ = (reply or "").rpartition("Action:")
+    _, found, thought = (head if sep else reply or "").rpartition("Thought:")
+    return thought.strip() if found else None
 
 
 # ----------------------------------------------------------------------------- JSONL files
@@ -137,12 +157,6 @@ def validate_message(m, where):
         raise ValueError(f"{where}: a corrected turn needs 'thought' and 'action' besides 'reflection'")
     if "thought" in m and "action" not in m:
         raise ValueError(f"{where}: a turn with a 'thought' field needs its 'action' too")
-
-
-def turns_without_thought(traj):
-    """The assistant turns of a trajectory that have no "Thought:" line: golden trajectories written
-    before golden turns got thoughts (python step.py golden --annotate converts them)."""
-    return [m for m in traj["messages"] if m["role"] == "assistant" and not re.search(r"^Thought:", m["content"], re.M)]
 
 
 def validate_roles(roles):
@@ -339,12 +353,6 @@ def pairs_that_fit(pairs, max_len):
 
 def join_pairs(pairs):
     return [i for ids, _ in pairs for i in ids], [label for _, labels in pairs for label in labels]
-
-
-def encode_chat(tok, messages, max_len=None):
-    """(ids, labels) in tok.chat_format; with max_len, the longest prefix of whole pairs that fits."""
-    pairs = encode_pairs(tok, messages)
-    return join_pairs(pairs[:pairs_that_fit(pairs, max_len)])
 
 
 def encode_prompt(tok, messages):

@@ -1,18 +1,19 @@
-"""SciWorld, ALFWorld and WebShop behind one small interface, and the episode loop that runs an agent in them.
+"""SciWorld, ALFWorld and WebShop behind one small interface, with their experts.
 
     env = make_env("sciworld", "dev", tasks=["find-plant"])
     first = env.reset(env.task_ids()[0])      # the task and the first observation
     obs, reward, done, info = env.step("look around")
     env.expert_action()                       # the expert's next action from here, or None
     env.expert_plan()                         # its whole plan from here ([] once won, None: no way to win)
+    env.undo()                                # take the last step back
 
-`run_episodes` plays many episodes at once (one env per slot, the policy called once per step for
-all of them), optionally watched by a judge that corrects wrong steps (STeP's self-reflected
-trajectories; the judge is told what the environment knows about each step: step_facts);
-`golden_trajectory` replays the expert; `summarize` gives each split's metric.
+Also here: the record of an agent step as the judge sees it (AgentStep, with the StepFacts the
+environment and its expert know about it), which tasks to play (ETO's evaluation lists, an even
+draw across task families), and each benchmark's metric (summarize). rollout.py plays the episodes.
 Imports no other module of this project.
 """
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -20,14 +21,73 @@ import re
 import subprocess
 import sys
 import threading
-from collections import defaultdict, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import defaultdict
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import requests
-from tqdm import tqdm
 
 log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------- the record of a step
+
+@dataclass
+class StepFacts:
+    """What the environment and its expert know about one agent step, for the judge. rejected: the
+    engine did not take the action (None: not known, e.g. a made-up step); repeated: the same action
+    got the same observation earlier, with no progress since; irreversible: the step ended the
+    episode without success, or left the expert no way to finish; plan_before, plan_after: the length
+    of the expert's plan around the step (None: no expert, or no way to finish); expert_before,
+    expert_after: the expert's next action around it; expert_plan_after: its plan after it."""
+    rejected: bool | None = None
+    repeated: bool = False
+    irreversible: bool = False
+    plan_before: int | None = None
+    plan_after: int | None = None
+    expert_before: str | None = None
+    expert_after: str | None = None
+    expert_plan_after: list = field(default_factory=list)
+
+
+@dataclass
+class AgentStep:
+    """One step of the agent as the judge is shown it: where it happened, the history before it, the
+    agent's reply (its thought and action parsed out; None when absent), what the environment
+    answered, and the facts. undo_if_wrong: a step that cannot be undone is taken back by the run
+    when judged wrong (the judge is told so)."""
+    env: str
+    split: str
+    task_id: str
+    instruction: str
+    task: str
+    history: list
+    reply: str
+    thought: str | None
+    action: str | None
+    observation: str
+    reward: float = 0.0
+    done: bool = False
+    facts: StepFacts = field(default_factory=StepFacts)
+    undo_if_wrong: bool = False
+
+
+def expert_view(env):
+    """(the expert's plan, its next action) in the env's current state; (None, None) without an
+    expert or without a way to finish."""
+    plan = env.expert_plan()
+    return plan, env.expert_action() if plan else None
+
+
+def step_facts(before, after, info, done, repeated):
+    """The StepFacts of a step. before, after: expert_view() around it; info, done: the env's answer
+    to it; repeated: whether the same action got the same observation earlier with no progress since."""
+    (plan_before, expert_before), (plan_after, expert_after) = before, after
+    return StepFacts(rejected=info["invalid"], repeated=repeated,
+                     irreversible=done and not info["won"] or plan_before is not None and plan_after is None,
+                     plan_before=None if plan_before is None else len(plan_before),
+                     plan_after=None if plan_after is None else len(plan_after),
+                     expert_before=expert_before, expert_after=expert_after, expert_plan_after=plan_after or [])
+
 
 # ----------------------------------------------------------------------------- ScienceWorld
 
@@ -55,10 +115,6 @@ Actions (write object and room names as the observations write them):
 When the simulator asks which object you meant, answer with the number of your choice."""
 
 SCIWORLD_SPLITS = {"train": "train", "dev": "dev", "seen": "dev", "test": "test", "unseen": "test"}
-# The expert that corrects: from the current state (rejoins the gold path by teleport, adapts to the
-# agent's choices), or the gold path's actions not done yet wherever the agent is (the earlier one,
-# an ablation of issue 12; its corrections can be impossible from where the agent stands).
-SCIWORLD_EXPERTS = ("current-state", "gold-path")
 
 # Episode limits per task, as in ETO (the last seven from later work that kept ETO's setup).
 SCIWORLD_MAX_STEPS = {
@@ -166,8 +222,7 @@ class SciWorld:
         """The task type of an id "task/variation"."""
         return task_id.rsplit("/", 1)[0]
 
-    def __init__(self, split, tasks=None, simplification="easy", max_steps=None, look_outside=True, timeout=300.0,
-                 expert="current-state"):
+    def __init__(self, split, tasks=None, simplification="easy", max_steps=None, look_outside=True, timeout=300.0):
         if split not in SCIWORLD_SPLITS:
             raise ValueError(f"SciWorld split must be one of {sorted(SCIWORLD_SPLITS)}, got {split!r}")
         names = sorted(SCIWORLD_MAX_STEPS)
@@ -177,10 +232,7 @@ class SciWorld:
             raise ValueError(f"SciWorld: unknown tasks {unknown}; the tasks are {names}")
         self.split, self.tasks, self.simplification = SCIWORLD_SPLITS[split], tasks, simplification
         self.teleport = "easy" in simplification or "teleportAction" in simplification
-        if expert not in SCIWORLD_EXPERTS:
-            raise ValueError(f"SciWorld expert must be one of {SCIWORLD_EXPERTS}, got {expert!r}")
         self.look_outside, self._max_steps = look_outside, int(max_steps) if max_steps else None
-        self.expert = expert
         self.engine = self._start_engine(timeout)
         self._server = self.engine.server  # the raw simulator: its step skips the valid-action listing
         self._episode = None  # (task, variation) of the current episode
@@ -293,9 +345,7 @@ class SciWorld:
         reloaded copy of the episode; if it fails, the route takes the object the agent chose
         instead of the gold path's (another thing to focus on, another pot) and is checked again.
         [] once won; None when the expert has no way to finish: the task failed, or neither check
-        won. Without teleports (a simplification without them) the plan is the rest of the route.
-        The "gold-path" expert (an ablation: the expert before this one) plans the gold path's
-        actions not done yet, as recorded, wherever the agent is."""
+        won. Without teleports (a simplification without them) the plan is the rest of the route."""
         if self._episode is None:
             raise RuntimeError("SciWorld: expert_plan() before reset()")
         if self._done:
@@ -303,8 +353,6 @@ class SciWorld:
         self._follow()
         if self._dead:
             return None
-        if self.expert == "gold-path":
-            return self._answer_question(self._route[self._next:])
         return self._answer_question(self._shortest_plan())
 
     def expert_action(self):
@@ -342,7 +390,7 @@ class SciWorld:
             elif not is_harmless(action):
                 strays.append(action)
         self._seen = len(self._steps)
-        if strays and self.teleport and self.expert == "current-state" and not self._plan_wins(self._shortest_plan()):
+        if strays and self.teleport and not self._plan_wins(self._shortest_plan()):
             self._dead = not self._take_agents_choice(strays[-1])
 
     def _find_ahead(self, action, observation):
@@ -817,290 +865,68 @@ def make_env(name, split, **options):
         raise ValueError(f"unknown environment {name!r}; the environments are {sorted(ENVS)}")
     return ENVS[name](split, **options)
 
-# ----------------------------------------------------------------------------- episodes
 
-INVALID_FORMAT = ("Invalid format: your reply has no action. Reply with \"Thought: <your reasoning>\" "
-                  "and then \"Action: <one action>\".")
-GOLDEN_MAX_STEPS = 1000  # gold paths are at most ~200 actions: more means the expert is lost
+# ----------------------------------------------------------------------------- which tasks to play
 
-
-def parse_action(reply):
-    """The text after the last "Action:" (its first line, stripped); None when there is none."""
-    head, sep, tail = (reply or "").rpartition("Action:")
-    lines = tail.strip().splitlines()
-    return lines[0].strip() if sep and lines and lines[0].strip() else None
+EVAL_SET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "eval_sets")
 
 
-def parse_thought(reply):
-    """The text after the last "Thought:" before the last "Action:"; None when there is none."""
-    head, sep, _ = (reply or "").rpartition("Action:")
-    _, found, thought = (head if sep else reply or "").rpartition("Thought:")
-    return thought.strip() if found else None
-
-
-def message(role, content, loss=False, **fields):
-    return {"role": role, "content": content, "loss": loss, **fields}
-
-
-class Episode:
-    """One episode: its messages so far, the statistics of its trajectory, and why it ended."""
-
-    def __init__(self, env, task_id, max_invalid=None, max_steps=None, undo_irreversible=False):
-        self.env, self.task_id, self.max_invalid = env, task_id, max_invalid
-        # A wrong step that cannot be undone: taken back in the env and corrected (True), or the end
-        # of the episode (False). self.undoable: the last step is one the run would take back.
-        self.undo_irreversible, self.undoable = undo_irreversible, False
-        self.id = f"{env.name}/{env.split}/{task_id}"
-        self.max_steps = max_steps
-        self.task, self.messages = "", [message("system", env.instruction)]
-        self.steps = self.invalid_run = self.invalid = self.corrections = self.errors = 0
-        self.unjudged = self.teacher_calls = self.taken_back = 0
-        self.teacher_latency_s = self.best = self.best_before = 0.0
-        self.won, self.end_reason = False, None
-        self.since_progress = set()  # (action, observation) of the judged steps since the last progress
-
-    def begin(self):
-        self.task = self.env.reset(self.task_id)
-        self.max_steps = self.max_steps or self.env.max_steps  # per task in SciWorld: read after reset
-        self.messages.append(message("user", self.task))
-
-    def execute(self, content, action, fields=None):
-        """Records an assistant turn, executes its action (a turn without one is an invalid step),
-        records the observation and decides whether the episode is over."""
-        if action is None:
-            observation, reward, done, info = INVALID_FORMAT, 0.0, False, {"score": 0.0, "won": False, "invalid": True}
-        else:
-            observation, reward, done, info = self.env.step(action)
-        self.messages += [message("assistant", content, loss=True, **(fields or {})), message("user", observation)]
-        self.steps += 1
-        self.best_before = self.best
-        self.best, self.won = max(self.best, info["score"]), self.won or info["won"]
-        self.invalid += info["invalid"]
-        self.invalid_run = self.invalid_run + 1 if info["invalid"] else 0
-        if done:
-            self.end_reason = "done"
-        elif self.max_invalid and self.invalid_run >= self.max_invalid:
-            self.end_reason = "invalid_actions"
-        elif self.steps >= self.max_steps:
-            self.end_reason = "max_steps"
-        return observation, reward, done, info
-
-    def take_back(self):
-        """Takes the last step back in the env: it stays in the messages (judged wrong), and the episode
-        goes on from the state before it."""
-        self.env.undo()
-        self.messages[-2]["taken_back"] = True  # the wrong turn; [-1] is its observation
-        self.best, self.won, self.undoable = self.best_before, False, False
-        self.taken_back += 1
-        self.end_reason = None
-
-    def trajectory(self, source):
-        messages = self.messages[:-1] if self.steps else self.messages  # the last observation teaches nothing
-        return {"id": self.id, "env": self.env.name, "split": self.env.split, "task": self.task_id,
-                "source": source, "messages": messages, "reward": self.best, "success": self.won,
-                "steps": self.steps, "end_reason": self.end_reason, "errors": self.errors,
-                "corrections": self.corrections, "taken_back": self.taken_back, "invalid_actions": self.invalid,
-                "unjudged": self.unjudged, "teacher_calls": self.teacher_calls, "teacher_latency_s": round(self.teacher_latency_s, 3)}
-
-
-def expert_view(env):
-    """(the expert's plan, its next action) in the env's current state; (None, None) without an
-    expert or without a way to finish."""
-    plan = env.expert_plan()
-    return plan, env.expert_action() if plan else None
-
-
-def step_facts(before, after, info, done, repeated):
-    """What the environment knows about a step, for the judge. before, after: expert_view() around
-    it. rejected: the engine did not take the action; irreversible: the step ended the episode
-    without success, or left the expert no way to finish; repeated: the same action got the same
-    observation earlier, with no progress since (Episode.since_progress);
-    plan_before, plan_after: the length of the expert's plan around it (None without an expert);
-    expert_plan_after: that plan."""
-    (plan_before, expert_before), (plan_after, expert_after) = before, after
-    return {"rejected": info["invalid"], "repeated": repeated,
-            "irreversible": done and not info["won"] or plan_before is not None and plan_after is None,
-            "plan_before": None if plan_before is None else len(plan_before),
-            "plan_after": None if plan_after is None else len(plan_after),
-            "expert_before": expert_before, "expert_after": expert_after, "expert_plan_after": plan_after or []}
-
-
-def agent_step(episode, reply, judged):
-    """Executes the agent's reply; returns what the judge needs (the step and step_facts), or None
-    when nobody judges it: no judge, the step ended the episode by winning or running out of steps,
-    or the engine asked which thing it meant (the answer is judged). A step that cannot be undone
-    is judged, and ends the episode, unless the episode takes such steps back when they are judged
-    wrong (undo_if_wrong: the teacher is told so)."""
-    history, action, env = list(episode.messages), parse_action(reply), episode.env
-    before = expert_view(env) if judged else None
-    observation, reward, done, info = episode.execute(reply, action)
-    failed = done and not info["won"]
-    if not judged or episode.end_reason and not failed or info.get("question"):
+def eto_tasks(env_name, split):
+    """ETO's evaluation lists (eval_sets/eto/, from ETO's repository), which the agent-tuning
+    literature reports on: SciWorld seen = 194 dev and unseen = 211 test variations (train: the
+    1,483 of its golden data), ALFWorld's 134 valid_unseen games (valid_seen: every game of the
+    split), WebShop's 200 test sessions. ETO's SciWorld names drop to scienceworld's by removing
+    the "task-N-" prefix and the parentheses."""
+    folder = os.path.join(EVAL_SET_DIR, "eto")
+    if env_name == "sciworld":
+        split = {"seen": "dev", "unseen": "test"}.get(split, split)
+        with open(os.path.join(folder, f"sciworld_{split}_indices.json")) as f:
+            pairs = json.load(f)
+        return [f"{re.sub(r'^task-[0-9]+[a-z]?-', '', name).replace('(', '').replace(')', '')}/{variation}"
+                for name, variation in pairs]
+    if env_name == "alfworld" and split in ("valid_unseen", "unseen"):
+        with open(os.path.join(folder, "alfworld_gamefile_id.txt")) as f:
+            return ["valid_unseen/" + line for line in f.read().split()]
+    if env_name == "alfworld" and split in ("valid_seen", "seen"):
         return None
-    done_before = (norm_action(action), observation) if action is not None else None
-    facts = step_facts(before, expert_view(env), info, done, done_before in episode.since_progress)
-    if None not in (facts["plan_before"], facts["plan_after"]) and facts["plan_after"] < facts["plan_before"]:
-        episode.since_progress.clear()
-    episode.since_progress.add(done_before)
-    if facts["irreversible"] and not episode.end_reason:
-        episode.end_reason = "irreversible"
-    episode.undoable = facts["irreversible"] and episode.undo_irreversible
-    return {"env": env.name, "split": env.split, "task_id": episode.task_id, "instruction": env.instruction,
-            "task": episode.task, "history": history, "reply": reply, "thought": parse_thought(reply),
-            "action": action, "observation": observation, "reward": reward, "done": done, **facts,
-            "undo_if_wrong": episode.undoable}
+    if env_name == "webshop" and split == "test":
+        with open(os.path.join(folder, "webshop_test_indices.json")) as f:
+            return [str(session) for session in json.load(f)]
+    raise ValueError(f"--eval-set eto has no list for {env_name} split {split!r}")
 
 
-def apply_verdict(episode, verdict, max_corrections):
-    """Books the judge's verdict on the episode's last step; returns the correction to execute
-    (none when the step ended the episode, unless the episode takes such a step back)."""
-    episode.teacher_calls += verdict.get("calls", 0)
-    episode.teacher_latency_s += verdict.get("latency_s", 0.0)
-    kind = verdict.get("verdict")
-    missing = {"reflection", "thought", "action", "content"} - set(verdict)
-    if kind not in ("correct", "unjudged", "wrong") or kind == "wrong" and missing:
-        raise ValueError(f"judge: expected a verdict correct, unjudged or wrong (with reflection, thought, "
-                         f"action, content), got {verdict!r}")
-    if kind == "unjudged":
-        episode.unjudged += 1
-    if kind != "wrong":
-        return None
-    episode.errors += 1
-    episode.messages[-2].update(error=True, loss=False)  # the wrong step stays in context, without loss
-    if episode.end_reason and not episode.undoable or episode.steps >= episode.max_steps:
-        return None
-    if episode.corrections >= max_corrections:
-        episode.end_reason = episode.end_reason or "max_corrections"
-        return None
-    episode.corrections += 1
-    return verdict
+EVAL_SETS = {"eto": eto_tasks}  # name: (env, split) -> task ids, or None for the whole split
 
 
-def correct(episode, verdict):
-    """Executes the teacher's correction, after taking the wrong step back when the episode does that."""
-    if episode.undoable:
-        episode.take_back()
-    fields = {k: verdict[k] for k in ("reflection", "thought", "action")}
-    episode.execute(verdict["content"], verdict["action"], fields)
-    episode.since_progress.clear()  # the teacher's action is taken as progress
+def listed_tasks(env_name, split, task_file=None, eval_set=None):
+    """The task ids that a task file (one a line) or an evaluation set name, in their order; None
+    when neither is given."""
+    if task_file:
+        with open(task_file) as f:
+            return [line.strip() for line in f.read().splitlines() if line.strip()]
+    if eval_set:
+        return EVAL_SETS[eval_set](env_name, split)
+    return None
 
 
-def run_episodes(policy, env_factory, task_ids, *, parallel=8, judge=None, max_corrections=3,
-                 max_invalid=None, undo_irreversible=False, done_ids=(), on_episode=None, desc="episodes"):
-    """Plays one episode per task id (those in done_ids skipped) in `parallel` slots, each with its
-    own env from env_factory(). Each step calls policy(histories, keys) once for all live
-    episodes, steps their envs concurrently, then calls judge(step) concurrently for each (when
-    given). An engine error ends only its episode (end_reason "env_error: ...") and the slot gets
-    a new env. A wrong step that cannot be undone ends its episode, or with undo_irreversible is
-    taken back in the env and corrected (Episode.take_back). Returns the trajectories in task_ids
-    order; on_episode(trajectory) as each ends."""
-    skip = set(done_ids)
-    todo = [t for t in task_ids if t not in skip]
-    if len(set(todo)) != len(todo):
-        raise ValueError("run_episodes: task_ids has duplicates")
-    pending, finished = deque(todo), {}
-    slots = [Slot() for _ in range(min(parallel, len(todo)))]
-    source, judged = ("agent", False) if judge is None else ("reflected", True)
-    bar = tqdm(total=len(todo), desc=desc)
-
-    def finish_ended(some_slots):
-        for slot in some_slots:
-            if slot.episode and slot.episode.end_reason:
-                traj = slot.finish(source)
-                finished[traj["task"]] = traj
-                done = finished.values()
-                bar.set_postfix(success=f"{sum(t['success'] for t in done) / len(done):.0%}",
-                                score=f"{100 * sum(t['reward'] for t in done) / len(done):.1f}", refresh=False)
-                bar.update()
-                if on_episode:
-                    on_episode(traj)
-
-    def fill_free_slots(pool):
-        while pending and (free := [s for s in slots if s.episode is None]):
-            starts = [(s, pending.popleft()) for s in free[:len(pending)]]
-            list(pool.map(lambda st: st[0].guard(st[0].start, env_factory, st[1], max_invalid, undo_irreversible),
-                          starts))
-            finish_ended(s for s, _ in starts)  # failed resets
-
-    with ThreadPoolExecutor(max(1, len(slots))) as pool:
-        try:
-            while True:
-                fill_free_slots(pool)
-                live = [s for s in slots if s.episode]
-                if not live:
-                    break
-                replies = policy([s.episode.messages for s in live], [s.episode.id for s in live])
-                if len(replies) != len(live):
-                    raise ValueError(f"policy returned {len(replies)} replies for {len(live)} histories")
-                steps = list(pool.map(lambda s, r: s.guard(agent_step, s.episode, r, judged), live, replies))
-                finish_ended(s for s, step in zip(live, steps) if step is None)  # the others after their verdict
-                asked = [(s, step) for s, step in zip(live, steps) if step is not None]
-                verdicts = list(pool.map(lambda a: judge(a[1]), asked))
-                fixes = [(s, v) for (s, _), v in zip(asked, verdicts) if apply_verdict(s.episode, v, max_corrections)]
-                list(pool.map(lambda f: f[0].guard(correct, f[0].episode, f[1]), fixes))
-                finish_ended(s for s, _ in asked)
-        finally:
-            for slot in slots:
-                slot.close_env()
-            bar.close()
-    return [finished[t] for t in todo]
+def select_tasks(env_name, task_ids, n=None, listed=None):
+    """The tasks to run, the first n taken round-robin across task families so that a small n still
+    covers every family: of `listed` if given (each must be one of the split's task_ids; WebShop's
+    are the server's session numbers, any of which can be asked for), else of the split."""
+    if listed is not None:
+        split_ids = set(task_ids)
+        unknown = [t for t in listed if t not in split_ids] if env_name != "webshop" else []
+        if unknown:
+            raise ValueError(f"{len(unknown)} listed task ids are not in this split, e.g. {unknown[:3]}")
+        task_ids = listed
+    families = {}
+    for task_id in task_ids:
+        families.setdefault(task_family(env_name, task_id), []).append(task_id)
+    interleaved = [t for group in itertools.zip_longest(*families.values()) for t in group if t is not None]
+    return interleaved[:n] if n else interleaved
 
 
-class Slot:
-    """One parallel slot: an env (created on first use, re-created after an engine error) and the
-    episode playing in it."""
-
-    def __init__(self):
-        self.env = self.episode = None
-
-    def start(self, env_factory, task_id, max_invalid, undo_irreversible=False):
-        self.env = self.env or env_factory()
-        self.episode = Episode(self.env, task_id, max_invalid, undo_irreversible=undo_irreversible)
-        self.episode.begin()
-
-    def guard(self, fn, *args):
-        """fn(*args), engine work: an engine's exception ends the episode instead of the run."""
-        try:
-            return fn(*args)
-        except Exception as e:
-            if self.episode is None:  # env_factory failed: no env to run anything in
-                raise
-            log.warning("%s: %s failed", self.episode.id, getattr(fn, "__name__", fn), exc_info=True)
-            self.episode.end_reason = f"env_error: {type(e).__name__}: {e}"
-
-    def finish(self, source):
-        traj, self.episode = self.episode.trajectory(source), None
-        if traj["end_reason"].startswith("env_error"):
-            log.warning("%s: %s; the slot gets a new env", traj["id"], traj["end_reason"])
-            self.close_env()
-        return traj
-
-    def close_env(self):
-        if self.env is not None:
-            env, self.env = self.env, None
-            try:
-                env.close()
-            except Exception as e:
-                log.warning("closing %s env: %s: %s", env.name, type(e).__name__, e)
-
-
-def golden_trajectory(env, task_id):
-    """The expert's trajectory: expert_action() played until done; turns are "Action: <action>"
-    (experts give no thoughts: oracle.annotate_golden adds them). Raises RuntimeError when the
-    expert does not succeed."""
-    episode = Episode(env, task_id, max_steps=GOLDEN_MAX_STEPS)
-    episode.begin()  # GOLDEN_MAX_STEPS, not the agent's limit: some gold paths are longer
-    while not episode.end_reason:
-        action = env.expert_action()
-        if action is None:
-            raise RuntimeError(f"{episode.id}: the expert has no action after {episode.steps} steps "
-                               f"and the episode is not done (score {episode.best})")
-        episode.execute(f"Action: {action}", action)
-    if not episode.won:
-        raise RuntimeError(f"{episode.id}: the expert's episode ended ({episode.end_reason}) without success "
-                           f"(score {episode.best}); last observation: {episode.messages[-1]['content'][:200]!r}")
-    return episode.trajectory("golden")
-
+# ----------------------------------------------------------------------------- metrics
 
 def family_counts(trajectories):
     """{family: {"episodes", "success"}} over trajectories of any environments, families sorted:

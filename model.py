@@ -591,18 +591,6 @@ def replace_dir(tmp, path):
 
 # ----------------------------------------------------------------------------- generation
 
-def sample(logits, temperature, top_p, generator):
-    """Next tokens [B] from last-position logits [B, vocab]: greedy at temperature 0, else nucleus."""
-    if temperature == 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest set reaching top_p
-    sorted_probs[outside] = 0
-    choice = torch.multinomial(sorted_probs, 1, generator=generator)
-    return order.gather(-1, choice)[:, 0]
-
-
 def left_pad(chunks, device):
     T = max(len(c) for c in chunks)
     tokens = torch.zeros(len(chunks), T, dtype=torch.long, device=device)
@@ -612,10 +600,6 @@ def left_pad(chunks, device):
             tokens[b, T - len(chunk):] = torch.tensor(chunk, device=device)
             valid[b, T - len(chunk):] = True
     return tokens, valid
-
-
-def ends_with_stop(ids, stop):
-    return any(len(s) and ids[-len(s):] == list(s) for s in stop)
 
 
 def eos_set(model, eos_id):
@@ -642,26 +626,24 @@ def prefill_rows(model, cache, chunks):
 
 
 @torch.no_grad()
-def decode(model, cache, chunks, max_new_tokens, temperature=0.0, top_p=1.0, eos_id=None, stop=None, seed=None):
-    """Append `chunks` (new prompt tokens per row) to `cache` and generate.
+def decode(model, cache, chunks, max_new_tokens, eos_id=None):
+    """Append `chunks` (new prompt tokens per row) to `cache` and decode greedily (argmax).
 
-    Returns every sampled token per row, including a final EOS (any of eos_id's ids); the last sampled
-    token of a row is never fed to the model, so the cache holds the chunk and all sampled tokens but
-    the last."""
+    Returns every generated token per row, including a final EOS (any of eos_id's ids); the last
+    generated token of a row is never fed to the model, so the cache holds the chunk and all
+    generated tokens but the last."""
     device = cache.valid.device
     eos_ids = eos_set(model, eos_id)
-    stop = stop or []
-    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     tokens, valid = left_pad(prefill_rows(model, cache, chunks), device)
     out = [[] for _ in chunks]
     finished = torch.zeros(len(chunks), dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
         logits = model(tokens, cache, valid, last_only=True)[:, -1]
-        next_tokens = sample(logits, temperature, top_p, generator)
+        next_tokens = logits.argmax(-1)
         for b, token in enumerate(next_tokens.tolist()):
             if not finished[b]:
                 out[b].append(token)
-                finished[b] = token in eos_ids or ends_with_stop(out[b], stop)
+                finished[b] = token in eos_ids
         if finished.all() or step == max_new_tokens - 1:
             break
         tokens, valid = next_tokens[:, None], ~finished[:, None]  # finished rows write invalid slots
@@ -672,9 +654,9 @@ def strip_eos(ids, eos_ids):
     return ids[:-1] if ids and ids[-1] in eos_ids else ids
 
 
-def generate(model, prompts, max_new_tokens, temperature=0.0, top_p=1.0, eos_id=None, stop=None, seed=None):
-    """Batched generation with left padding and a KV cache: new tokens per prompt, without the EOS."""
-    out = decode(model, model.new_cache(len(prompts)), prompts, max_new_tokens, temperature, top_p, eos_id, stop, seed)
+def generate(model, prompts, max_new_tokens, eos_id=None):
+    """Batched greedy generation with left padding and a KV cache: new tokens per prompt, without the EOS."""
+    out = decode(model, model.new_cache(len(prompts)), prompts, max_new_tokens, eos_id)
     return [strip_eos(ids, eos_set(model, eos_id)) for ids in out]
 
 
@@ -687,15 +669,16 @@ class CachedDecoder:
         self.cache = None
         self.keys, self.ids = [], []  # per cache row: its key and the token ids its slots hold
 
-    def generate(self, keys, prompts, max_new_tokens, **options):
+    def generate(self, keys, prompts, max_new_tokens, eos_id=None):
+        """Greedy replies to `prompts`, one per key, without the EOS (as generate)."""
         self._arrange_rows(keys)
         keep = [min(common_prefix(held, prompt), len(prompt) - 1) for held, prompt in zip(self.ids, prompts)]
         self.cache.truncate_rows(keep)
         self.cache.pack()
         chunks = [prompt[n:] for prompt, n in zip(prompts, keep)]
-        out = decode(self.model, self.cache, chunks, max_new_tokens, **options)
+        out = decode(self.model, self.cache, chunks, max_new_tokens, eos_id)
         self.ids = [prompt + ids[:-1] for prompt, ids in zip(prompts, out)]
-        return [strip_eos(ids, eos_set(self.model, options.get("eos_id"))) for ids in out]
+        return [strip_eos(ids, eos_set(self.model, eos_id)) for ids in out]
 
     def _arrange_rows(self, keys):
         if self.cache is None:
@@ -713,3 +696,25 @@ def common_prefix(a, b):
             break
         n += 1
     return n
+
+
+# ----------------------------------------------------------------------------- where the model runs
+
+def default_device():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def physical_cores():
+    """CPU cores this process may use, each physical core counted once: a core's second hardware
+    thread does not speed up matrix multiplication, it makes the threads wait on each other."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    try:
+        blocks = Path("/proc/cpuinfo").read_text().split("\n\n")
+    except OSError:
+        return len(allowed)
+    cores = set()
+    for block in blocks:
+        fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}
+        if fields.get("processor", "").isdigit() and int(fields["processor"]) in allowed:
+            cores.add((fields.get("physical id"), fields.get("core id", fields["processor"])))
+    return len(cores) or len(allowed)

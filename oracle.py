@@ -3,7 +3,7 @@ OpenAI-compatible API on loopback. It judges only from the reference section of 
 (teacher.py writes there what the environment and its expert know about the step), so any real LLM
 endpoint replaces it with --teacher-url. Its thoughts and reflections are scripted templates, worded
 by the kind of action and of error (scripted_thought, reflection); annotate_golden gives golden
-trajectories thoughts the same way (an LLM can annotate instead: teacher.annotation_prompt)."""
+trajectories thoughts the same way (or through any `think` hook)."""
 import copy
 import json
 import re
@@ -12,8 +12,8 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from data import render_turn
-from envs import norm_action, parse_action
+from data import parse_action, render_turn
+from envs import norm_action
 from teacher import (CAN_UNDO, ENGINE_REJECTED, EXPERT_AFTER, EXPERT_BEFORE, EXPERT_THEN, NO_WAY, PLAN_AFTER,
                      PLAN_BEFORE, REFERENCE_HEADER, REPEATS, STEP_HEADER, TAKEN_BACK)
 
@@ -166,26 +166,8 @@ def plan_length(text):
     return None if text is None or text == NO_WAY else int(text.split()[0])
 
 
-# How the oracle judges a step (issue 12's ablations): "facts" is the teacher prompt's VERDICT_RULE;
-# "gold-step" is the rule before it, wrong whenever the step is not the expert's next action (a
-# harmless no-op or another valid route included).
-VERDICT_RULES = ("facts", "gold-step")
-# How it words a reflection: by kind of error, or the earlier fixed sentence that quotes the failed
-# action and the observation verbatim.
-REFLECTION_STYLES = ("by-kind", "verbatim")
-
-
-def error_kind(step, rule="facts"):
-    """Why the step is wrong under the verdict rule, or None if it is not."""
-    kind = facts_error_kind(step)
-    if kind is None and rule == "gold-step" and step["action"] is not None and (
-            norm_action(step["action"]) != norm_action(step["expert_before"] or "")):
-        return "not_expert"
-    return kind
-
-
-def facts_error_kind(step):
-    """Why the step is wrong by the reference's facts (VERDICT_RULE), or None if it is not."""
+def error_kind(step):
+    """Why the step is wrong by the reference's facts (teacher.VERDICT_RULE), or None if it is not."""
     before, after = step["plan_before"], step["plan_after"]
     shorter = before is not None and after is not None and after < before
     if step["action"] is None:
@@ -203,17 +185,11 @@ def facts_error_kind(step):
     return None
 
 
-def reflection(kind, step, correction, style="by-kind"):
+def reflection(kind, step):
     """What went wrong, in the agent's voice, grounded in what the environment answered: worded by
-    the kind of error without repeating the failed action, or (style "verbatim") the earlier fixed
-    sentence that quotes the action, the observation and the correction."""
+    the kind of error (see error_kind) without repeating the failed action."""
     action, observation = norm_action(step["action"] or ""), step["observation"]
-    if style == "verbatim":
-        return (f"I did '{action}' and got '{observation}', which does not advance the task; "
-                f"the next step is '{correction}'.")
     verb = action.split(" ")[0] if action else ""
-    if kind == "not_expert":
-        return "That was not the step the task needed next."
     if kind == "no_action":
         return "My reply had no action line, so nothing happened."
     if kind == "rejected":
@@ -267,18 +243,19 @@ def read_step(prompt):
             "later": [a.strip() for a in (find_line(reference, EXPERT_THEN) or "").split(";") if a.strip()]}
 
 
-def oracle_verdict(prompt, rule="facts", reflection_style="by-kind"):
-    """The scripted teacher: "wrong" when the verdict rule says so (see error_kind), with a
-    reflection and the expert's next action after the step (or, for a step that cannot be undone,
-    the one it should have done: the episode ends, or goes on from the state before the step);
-    else "correct". Without facts and an expert to correct by, every step is "correct"."""
+def oracle_verdict(prompt):
+    """The scripted teacher's answer to a teacher prompt, as the JSON object an LLM would write:
+    "wrong" when the verdict rule says so (see error_kind), with a reflection and the expert's next
+    action after the step (or, for a step that cannot be undone, the one it should have done: the
+    episode ends, or goes on from the state before the step); else "correct". Without facts and an
+    expert to correct by, every step is "correct"."""
     step = read_step(prompt)
-    kind = error_kind(step, rule) if step["known"] else None
+    kind = error_kind(step) if step["known"] else None
     action = step["expert_before"] if kind == "irreversible" else step["expert_after"]
     if kind is None or not action:
         return {"verdict": "correct"}
     later = [] if kind == "irreversible" else step["later"]
-    return {"verdict": "wrong", "reflection": reflection(kind, step, action, reflection_style),
+    return {"verdict": "wrong", "reflection": reflection(kind, step),
             "thought": scripted_thought(step["task"], action, later), "action": action}
 
 
@@ -316,7 +293,7 @@ class OracleHandler(JSONHandler):
         except (ValueError, KeyError, IndexError, TypeError):
             return self.send_json(400, {"error": {"message": "expected a chat completions request"}})
         time.sleep(self.server.delay_s)
-        answer = json.dumps(oracle_verdict(prompt, self.server.rule, self.server.reflection_style))
+        answer = json.dumps(oracle_verdict(prompt))
         n_in, n_out = len(prompt.split()), len(answer.split())  # words, as a rough token count
         self.send_json(200, {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
@@ -327,25 +304,25 @@ class OracleHandler(JSONHandler):
 
 
 class OracleServer(ThreadingHTTPServer):
+    """The oracle teacher's server; delay_s: seconds each answer waits, to mimic a slow teacher."""
     daemon_threads = True
+
+    def __init__(self, address, delay_s=0.0):
+        super().__init__(address, OracleHandler)
+        self.delay_s = delay_s
 
     def shutdown(self):
         super().shutdown()
         self.server_close()
 
 
-def serve_oracle_teacher(host="127.0.0.1", port=0, delay_s=0.0, rule="facts", reflection_style="by-kind"):
+def serve_oracle_teacher(host="127.0.0.1", port=0, delay_s=0.0):
     """Start the oracle teacher: a scripted, deterministic stand-in for a teacher LLM (no GPU),
     serving OpenAI-style POST /chat/completions and GET /health in a daemon thread. It judges only
-    from the expert actions written in the prompt (see oracle_verdict, whose `rule` and
-    `reflection_style` it passes on); any real LLM endpoint replaces it via --teacher-url. `delay_s`
-    sleeps per request, to mimic a slow teacher.
+    from the reference section of the prompt (see oracle_verdict); any real LLM endpoint replaces
+    it via --teacher-url. `delay_s` sleeps per request, to mimic a slow teacher.
     Returns the server: `server.server_address[1]` is the port, `server.shutdown()` stops it."""
-    if rule not in VERDICT_RULES or reflection_style not in REFLECTION_STYLES:
-        raise ValueError(f"oracle teacher: rule {rule!r} not in {VERDICT_RULES} or reflection style "
-                         f"{reflection_style!r} not in {REFLECTION_STYLES}")
-    server = OracleServer((host, port), OracleHandler)
-    server.delay_s, server.rule, server.reflection_style = delay_s, rule, reflection_style
+    server = OracleServer((host, port), delay_s)
     # A short poll interval makes shutdown() quick.
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
                      name="oracle-teacher").start()

@@ -1,7 +1,12 @@
-"""STeP end to end, once per seed, and the results over all seeds (report.py).
+"""The method's stages as functions, and STeP end to end, once per seed, with the results over all
+seeds (report.py).
 
-    python step.py pipeline [--quick] [--seeds 3] [--out runs/NAME]
+    golden(AgentConfig(split="train", tasks=160), "golden.jsonl")     # the engine's expert, with thoughts
+    synthesize(AgentConfig(model="base", split="train"), TeacherConfig(url=URL), "reflected.jsonl")
+    evaluate(AgentConfig(model="step", split="test"), "eval/step/test")
+    run_pipeline(PipelineConfig(quick=True))                           # all of it
 
+A pipeline's run directory:
 runs/NAME/golden.jsonl    the engine's expert on the train split: does not depend on the seed, shared
 runs/NAME/seed-K/         what does: the D1/U2 split, the scratch model, stage 1 (base/), stage 2
                           (reflected.jsonl), stage 3 (one folder per variant), eval/VARIANT/SPLIT/
@@ -10,30 +15,140 @@ runs/NAME/results.json, results.md, results.png: every variant and split over al
 
 Every stage writes as it goes and is skipped once finished, so a rerun resumes where it stopped.
 """
-import argparse
 import contextlib
-import copy
+import dataclasses
 import json
 import logging
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 import envs
 import report
-import step
-from data import load_trajectories, render_turn, write_atomic
-from model import ModelArgs, Transformer, save_model, train_tokenizer
-from oracle import oracle_verdict, serve_oracle_teacher
-from teacher import teacher_prompt
+from data import StepError, append_jsonl, load_trajectories, parse_action, render_turn, write_atomic, write_json
+from envs import AgentStep
+from model import ModelArgs, Transformer, default_device, save_model, train_tokenizer
+from oracle import annotate_golden, oracle_verdict, serve_oracle_teacher
+from rollout import AgentConfig, finished_ids, golden_trajectory, run_agent
+from teacher import TeacherConfig, TeacherUnavailable, connect, teacher_prompt
+from train import TrainConfig, train
 
 log = logging.getLogger("step.pipeline")
 
-# The built-in default: short SciWorld task families a tiny model can learn on a CPU
-# (../shared/notes/default-run.md), a small LLaMA from scratch, the oracle teacher on loopback.
-# Test tasks are drawn from each evaluation split (SciWorld: dev = seen and test = unseen).
+
+# ----------------------------------------------------------------------------- the stages
+
+def golden(cfg: AgentConfig, out):
+    """Golden trajectories from the engine's expert, verified by the engine, appended as they come;
+    every turn gets a thought from the oracle's scripted annotator (oracle.annotate_golden)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    listed = cfg.listed()
+    env = cfg.new_env(listed)
+    done = finished_ids(out)
+    todo = [t for t in cfg.select_tasks(env, listed) if t not in done]
+    failures = 0
+    for task_id in tqdm(todo, desc=f"golden {cfg.env}/{cfg.split}", unit="task"):
+        try:
+            append_jsonl(out, annotate_golden(golden_trajectory(env, task_id)))
+        except Exception as error:  # one bad task or a crashed engine must not end the run
+            failures += 1
+            log.warning("golden %s failed: %s", task_id, error)
+            env.close()
+            env = cfg.new_env(listed)
+    env.close()
+    log.info("golden: %d written, %d already there, %d failed -> %s", len(todo) - failures, len(done), failures, out)
+
+
+def evaluate(cfg: AgentConfig, out):
+    """Greedy evaluation: one JSON line per episode in out/episodes.jsonl, then summary.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    already, start = len(finished_ids(out / "episodes.jsonl")), time.time()
+    episodes = run_agent(cfg, out / "episodes.jsonl")
+    if len(episodes) > already:  # the speed goes to the log, not the files: those do not depend on the machine
+        played, minutes = len(episodes) - already, (time.time() - start) / 60
+        log.info("eval %s: %d episodes in %.1f min, %.1f episodes/min", out, played, minutes, played / minutes)
+    summary = envs.summarize(episodes)
+    write_json(out / "summary.json", summary)
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+def synthesize(cfg: AgentConfig, teacher: TeacherConfig, out, golden_file=None, max_corrections=5,
+               irreversible="end"):
+    """Stage 2: the student acts, the teacher judges every step over HTTP and corrects wrong ones;
+    every episode is written, the successful ones marked "train": true. golden_file: the tasks'
+    golden trajectories, the teacher's reference with teacher.reference "golden". irreversible: a
+    wrong step that cannot be undone ends the episode ("end") or is taken back and corrected ("undo").
+    A teacher that does not answer stops the run: episodes are written only once every step the
+    teacher was asked about got an answer, so a rerun plays the others once the teacher is back."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    goldens = golden_references(teacher.reference, golden_file)
+    client = connect_teacher(teacher, cfg.parallel)
+
+    def judge(step):
+        return client.judge(step, reference=teacher.reference, golden=goldens.get(step.task_id))
+    try:
+        episodes = run_agent(cfg, out, judge, max_corrections, undo_irreversible=irreversible == "undo",
+                             mark=lambda t: {**t, "train": t["success"]})
+    except TeacherUnavailable as e:
+        raise StepError(f"{e}. The finished episodes are in {out}; those in flight were not written: run the "
+                        f"same command again once the teacher is back, and it plays them") from None
+    summary = synthesis_summary(episodes, client)
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+def golden_references(reference, golden_file):
+    """{task id: golden messages} when the teacher is shown golden trajectories, else {}."""
+    if reference != "golden":
+        return {}
+    if not golden_file:
+        raise StepError("--teacher-reference golden needs --golden FILE with the tasks' golden trajectories")
+    return {t["task"]: t["messages"] for t in load_trajectories(golden_file)}
+
+
+def connect_teacher(teacher: TeacherConfig, max_in_flight):
+    """The teacher's client, asked one test request before any episode: a StepError naming the URL
+    and what came back when it does not answer."""
+    try:
+        return connect(teacher, max_in_flight)
+    except TeacherUnavailable as e:
+        raise StepError(str(e)) from None
+
+
+def synthesis_summary(episodes, teacher=None):
+    """The episodes' statistics; with `teacher`, the TeacherClient of this run, what its requests
+    gave and cost (the steps it judged in this run: a resumed run's earlier steps are not counted)."""
+    n = max(len(episodes), 1)
+    calls = sum(e.get("teacher_calls", 0) for e in episodes)
+    summary = {
+        "episodes": len(episodes),
+        "success_rate": sum(e["success"] for e in episodes) / n,
+        "errors_per_episode": sum(e.get("errors", 0) for e in episodes) / n,
+        "unjudged_steps": sum(e.get("unjudged", 0) for e in episodes),
+        "steps_taken_back": sum(e.get("taken_back", 0) for e in episodes),
+        "teacher_calls": calls,
+        "teacher_latency_s_per_call": sum(e.get("teacher_latency_s", 0.0) for e in episodes) / max(calls, 1),
+        "kept_for_training": sum(e["success"] for e in episodes),
+    }
+    if teacher:
+        summary["teacher"] = {"model": teacher.model, "response_format": teacher.response_format,
+                              "max_prompt_tokens": teacher.max_prompt_tokens, **teacher.stats.summary()}
+    return summary
+
+
+# ----------------------------------------------------------------------------- presets and recipes
+
+# The built-in default: short SciWorld task families a tiny model can learn on a CPU, a small LLaMA
+# from scratch, the oracle teacher on loopback. Test tasks are drawn from each evaluation split
+# (SciWorld: dev = seen and test = unseen).
 PRESETS = {
     "quick": dict(task_types="find-non-living-thing,lifespan-longest-lived,lifespan-shortest-lived,"
                   "lifespan-longest-lived-then-shortest-lived",
@@ -52,58 +167,97 @@ VARIANTS = {  # name: (training data beside D1, mask errors, keep reflections, w
     "step-reflection-in-thought": ("reflected.jsonl", True, True, "thought"),
     "step-undo": (report.UNDO_FILE, True, True, "line"),
 }
-# Stage 2's files: the --irreversible each is synthesized with (None: the pipeline's own). reflected.jsonl
-# is always made; reflected-undo.jsonl, where wrong steps that cannot be undone were taken back and
-# corrected, when a variant (step-undo) trains on it.
+# Stage 2's files: the irreversible setting each is synthesized with (None: the pipeline's own).
+# reflected.jsonl is always made; reflected-undo.jsonl, where wrong steps that cannot be undone were
+# taken back and corrected, when a variant (step-undo) trains on it.
 STAGE2 = {"reflected.jsonl": None, report.UNDO_FILE: "undo"}
 DEFAULT_VARIANTS = ["golden-only", "step", "step-nomask"]
 EVAL_SPLITS = {"sciworld": ["dev", "test"], "alfworld": ["valid_seen", "valid_unseen"], "webshop": ["test"]}
 
+# Stage 1 and 3 recipes: (lr, stage-1 epochs, stage-3 epochs, batch tokens, accumulation, checkpointing, dtype).
+RECIPES = {
+    # the built-in tiny model from scratch (epochs: the preset's)
+    "scratch": (3e-3, None, None, 8192, 1, False, None),
+    # a small pretrained student on a CPU (SmolLM2-135M): ~8 trajectories a step; bf16 autocast is
+    # 2.4x fp32 here, checkpointing costs 15-25 % and a 135M model does not need it
+    "pretrained-cpu": (5e-5, 2, 1, 4096, 2, False, "bf16"),
+    # ETO's recipe for a 7B on a GPU: 3 epochs, lr 2e-5, 4096 tokens x 16 micro-batches, checkpointing
+    "pretrained-gpu": (2e-5, 3, 3, 4096, 16, True, None),
+}
 
-def stage(name):
-    log.info("=" * 20 + " %s", name)
+
+@dataclass
+class PipelineConfig:
+    """`step.py pipeline`'s options."""
+    quick: bool = False  # the small default: about 15 minutes on 2 CPU cores
+    out: str | None = None  # run directory [runs/quick or runs/default]
+    env: str = "sciworld"
+    task_types: str | None = None  # task families [the preset's short SciWorld tasks]
+    model: str | None = None  # start from this checkpoint instead of a scratch model
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)  # url None: the oracle on loopback
+    golden: str | None = None  # golden trajectories to use as D1/U2 instead of the engine's expert
+    max_corrections: int = 5
+    irreversible: str = "end"  # "end" or "undo" (see synthesize)
+    variants: list = field(default_factory=lambda: list(DEFAULT_VARIANTS))
+    stage3_from: str = "base-agent"  # stage 3 continues the base agent, or starts from "model" as in the paper
+    train_tasks: int | None = None  # D1 + U2 [the preset's]
+    test_tasks: int | None = None  # per evaluation split [the preset's; all of the set with eval_set]
+    eval_set: str | None = None  # a published list of evaluation tasks (envs.EVAL_SETS)
+    recipe: str | None = None  # RECIPES [scratch without model; else pretrained-cpu on a CPU, pretrained-gpu]
+    epochs: int | None = None
+    lr: float | None = None
+    batch_tokens: int | None = None
+    parallel: int = 8
+    max_invalid: int | None = 5
+    max_steps: int | None = None
+    seed: int = 0  # the first seed
+    seeds: str | None = None  # a count N (seed .. seed+N-1) or a list "0,3,7" [the preset's]
+    device: str = field(default_factory=default_device)
+    threads: int | None = None
 
 
-def seed_list(args):
-    """--seeds N: the N seeds from --seed on; --seeds 0,3,7: those; absent: the preset's count."""
-    preset = PRESETS["quick" if args.quick else "full"]
-    text = str(args.seeds or preset["seeds"])
+def seed_list(cfg):
+    """seeds "N": the N seeds from cfg.seed on; "0,3,7": those; None: the preset's count."""
+    preset = PRESETS["quick" if cfg.quick else "full"]
+    text = str(cfg.seeds or preset["seeds"])
     if "," in text:
         return [int(s) for s in text.split(",")]
-    return list(range(args.seed, args.seed + int(text)))
+    return list(range(cfg.seed, cfg.seed + int(text)))
 
 
-def seeds_option(text):
-    try:
-        seeds = [int(s) for s in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a count (3) or a list of seeds (0,1,2)") from None
-    if len(seeds) == 1 and seeds[0] < 1 or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive count or distinct seeds")
-    return text
+def recipe_name(cfg):
+    """cfg.recipe, or the one for this model and device: a small student's recipe is named for the
+    CPU it was made on, and a GPU user training one (SmolLM2-135M) names it."""
+    if cfg.recipe:
+        return cfg.recipe
+    return "scratch" if cfg.model is None else "pretrained-cpu" if cfg.device == "cpu" else "pretrained-gpu"
 
 
-def without_thoughts(trajectory):
-    """The golden trajectory in the earlier turn format, `Action: X` alone (issue 12's ablation of
-    golden thoughts; the teacher's corrections keep theirs, as they did then)."""
-    out = copy.deepcopy(trajectory)
-    for m in out["messages"]:
-        if m["role"] == "assistant":
-            m.pop("thought", None)
-            m["content"] = render_turn(m.get("action") or envs.parse_action(m["content"]))
-    return out
+def training_settings(cfg, preset, stage_name, seed):
+    """Stage 1 or 3 hyper-parameters from the recipe; cfg.lr/epochs/batch_tokens override it."""
+    recipe = recipe_name(cfg)
+    lr, epochs1, epochs3, batch_tokens, grad_accum, grad_ckpt, dtype = RECIPES[recipe]
+    epochs = {"stage1": epochs1 or preset["stage1_epochs"], "stage3": epochs3 or preset["stage3_epochs"]}[stage_name]
+    return dict(lr=cfg.lr or lr, epochs=cfg.epochs or epochs, batch_tokens=cfg.batch_tokens or batch_tokens,
+                grad_accum=grad_accum, max_len=4096, warmup=0.03, seed=seed, device=cfg.device, dtype=dtype,
+                threads=cfg.threads, grad_ckpt=grad_ckpt, save_every=0 if recipe == "scratch" else 50)
 
 
-def split_d1_u2(golden_file, run, seed, golden_thoughts=True):
+def agent_dtype(cfg):
+    """A pretrained student plays in bf16 (it trained under bf16 autocast; on a CPU with AVX-512 BF16 it
+    decodes about twice as fast); the scratch model in fp32 on a CPU, its training precision."""
+    return "bf16" if cfg.model else None
+
+
+# ----------------------------------------------------------------------------- D1/U2 and the scratch model
+
+def split_d1_u2(golden_file, run, seed):
     """U1/U2: about half of each task family's training tasks, chosen by seed (kept once written)."""
     d1_file, u2_file = run / "d1.jsonl", run / "u2_golden.jsonl"
     if not u2_file.exists():
         rng = random.Random(seed)
         families = {}
-        golden = load_trajectories(golden_file)
-        if not golden_thoughts:
-            golden = [without_thoughts(t) for t in golden]
-        for t in sorted(golden, key=lambda t: t["task"]):  # file order must not matter
+        for t in sorted(load_trajectories(golden_file), key=lambda t: t["task"]):  # file order must not matter
             families.setdefault(envs.task_family(t["env"], t["task"]), []).append(t)
         for group in families.values():
             rng.shuffle(group)
@@ -120,13 +274,14 @@ def tokenizer_texts(trajectories):
     made-up mistakes (so reflections are not spelled out byte by byte later)."""
     texts = [m["content"] for t in trajectories for m in t["messages"]]
     for t in trajectories[:200]:
-        actions = [envs.parse_action(m["content"]) for m in t["messages"] if m["role"] == "assistant"]
+        actions = [parse_action(m["content"]) for m in t["messages"] if m["role"] == "assistant"]
         for wrong, right in zip(actions[1:] + actions[:1], actions):
             rejected = envs.step_facts(before=([right], right), after=([right], right), info={"invalid": True},
                                        done=False, repeated=False)
-            made_up = {"instruction": "", "task": t["messages"][1]["content"], "history": [],
-                       "reply": f"Action: {wrong}", "thought": None, "action": wrong,
-                       "observation": "No known action matches that input.", **rejected}
+            made_up = AgentStep(env=t["env"], split=t["split"], task_id=t["task"], instruction="",
+                                task=t["messages"][1]["content"], history=[], reply=f"Action: {wrong}",
+                                thought=None, action=wrong, observation="No known action matches that input.",
+                                facts=rejected)
             verdict = oracle_verdict(teacher_prompt(made_up)[-1]["content"])
             if verdict["verdict"] == "wrong":
                 texts.append(render_turn(verdict["action"], verdict["thought"], verdict["reflection"]))
@@ -155,176 +310,91 @@ def scratch_model(run, trajectories, seed):
 
 
 @contextlib.contextmanager
-def teacher_endpoint(args):
-    """--teacher-url, or the oracle teacher (--oracle-*) served on loopback for the duration."""
-    if args.teacher_url:
-        yield args.teacher_url
+def teacher_endpoint(teacher: TeacherConfig):
+    """teacher.url, or the oracle teacher served on loopback for the duration."""
+    if teacher.url:
+        yield teacher.url
         return
-    server = serve_oracle_teacher("127.0.0.1", 0, rule=args.oracle_rule, reflection_style=args.oracle_reflection)
+    server = serve_oracle_teacher("127.0.0.1", 0)
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
 
 
-# Stage 1 and 3 recipes: (lr, stage-1 epochs, stage-3 epochs, batch tokens, accumulation, checkpointing, dtype).
-RECIPES = {
-    # the built-in tiny model from scratch (epochs: the preset's)
-    "scratch": (3e-3, None, None, 8192, 1, False, None),
-    # a small pretrained student on a CPU (SmolLM2-135M): the notes' run by hand, ~8 trajectories a
-    # step; bf16 autocast is 2.4x fp32 here, checkpointing costs 15-25 % and a 135M model does not need it
-    "pretrained-cpu": (5e-5, 2, 1, 4096, 2, False, "bf16"),
-    # ETO's recipe for a 7B on a GPU: 3 epochs, lr 2e-5, 4096 tokens x 16 micro-batches, checkpointing
-    "pretrained-gpu": (2e-5, 3, 3, 4096, 16, True, None),
-}
+# ----------------------------------------------------------------------------- end to end
+
+def stage(name):
+    log.info("=" * 20 + " %s", name)
 
 
-def recipe_name(args):
-    """--recipe, or the one for this model and device: a small student's recipe is named for the CPU
-    it was made on, and a GPU user training one (SmolLM2-135M) names it."""
-    if args.recipe:
-        return args.recipe
-    return "scratch" if args.model is None else "pretrained-cpu" if args.device == "cpu" else "pretrained-gpu"
-
-
-def training_settings(args, preset, stage_name, seed):
-    """Stage 1 or 3 hyper-parameters from the recipe; --lr/--epochs/--batch-tokens override it."""
-    recipe = recipe_name(args)
-    lr, epochs1, epochs3, batch_tokens, grad_accum, grad_ckpt, dtype = RECIPES[recipe]
-    epochs = {"stage1": epochs1 or preset["stage1_epochs"], "stage3": epochs3 or preset["stage3_epochs"]}[stage_name]
-    return dict(lr=args.lr or lr, epochs=args.epochs or epochs, batch_tokens=args.batch_tokens or batch_tokens,
-                grad_accum=grad_accum, max_len=4096, warmup=0.03, seed=seed, device=args.device, dtype=dtype,
-                threads=args.threads, grad_ckpt=grad_ckpt, save_every=0 if recipe == "scratch" else 50)
-
-
-TEACHER_OPTIONS = ("teacher_url", "teacher_model", "teacher_reference", "teacher_timeout", "golden", "max_corrections",
-                   "teacher_max_prompt_tokens", "teacher_max_answer_tokens", "teacher_response_format",
-                   "teacher_max_failures", "teacher_max_outage", "irreversible")
-
-
-def teacher_options(args, **overrides):
-    """The pipeline's --teacher-* options (and the rest of add_teacher_options), for synthesize."""
-    return {**{name: getattr(args, name) for name in TEACHER_OPTIONS}, **overrides}
-
-
-def agent_dtype(args):
-    """A pretrained student plays in bf16 (it trained under bf16 autocast; on a CPU with AVX-512 BF16 it
-    decodes about twice as fast); the scratch model in fp32 on a CPU, its training precision."""
-    return "bf16" if args.model else None
-
-
-def run_seed(args, run, seed, preset, common):
-    """Stages 2-6 for one seed, in run/seed-K/."""
+def run_seed(cfg, run, seed, preset, common):
+    """Stages 1-3 and the evaluation for one seed, in run/seed-K/."""
     seed_dir = run / f"seed-{seed}"
     seed_dir.mkdir(parents=True, exist_ok=True)
-    d1, u2 = split_d1_u2(Path(args.golden) if args.golden else run / "golden.jsonl", seed_dir, seed,
-                         golden_thoughts=args.golden_thoughts == "oracle")
+    d1, u2 = split_d1_u2(Path(cfg.golden) if cfg.golden else run / "golden.jsonl", seed_dir, seed)
     log.info("seed %d: D1 %d golden trajectories, U2 %d tasks", seed, len(d1), len(u2))
 
     stage(f"seed {seed}: the model")
-    model_dir = Path(args.model) if args.model else scratch_model(seed_dir, d1 + u2, seed)
+    model_dir = Path(cfg.model) if cfg.model else scratch_model(seed_dir, d1 + u2, seed)
 
     stage(f"seed {seed}: stage 1: SFT on D1 -> the base agent")
-    step.train(step.command_args("train", model=model_dir, data=[seed_dir / "d1.jsonl"], out=seed_dir / "base",
-                                 **training_settings(args, preset, "stage1", seed)))
+    train(TrainConfig(model=model_dir, data=[seed_dir / "d1.jsonl"], out=seed_dir / "base",
+                      **training_settings(cfg, preset, "stage1", seed)))
 
     stage(f"seed {seed}: stage 2: self-reflected trajectories on U2, teacher watching every step")
-    stage2_files = ["reflected.jsonl"] + [VARIANTS[name][0] for name in args.variants]
-    with teacher_endpoint(args) as url:
+    stage2_files = ["reflected.jsonl"] + [VARIANTS[name][0] for name in cfg.variants]
+    with teacher_endpoint(cfg.teacher) as url:
         for name in dict.fromkeys(f for f in stage2_files if f in STAGE2):
-            step.synthesize(step.command_args(
-                "synthesize", model=seed_dir / "base", split="train", task_file=seed_dir / "u2_tasks.txt",
-                out=seed_dir / name, max_invalid=args.max_invalid, dtype=agent_dtype(args),
-                sciworld_expert=args.sciworld_expert,
-                **teacher_options(args, teacher_url=url, irreversible=STAGE2[name] or args.irreversible), **common))
+            synthesize(AgentConfig(model=seed_dir / "base", split="train", task_file=seed_dir / "u2_tasks.txt",
+                                   max_invalid=cfg.max_invalid, dtype=agent_dtype(cfg), **common),
+                       dataclasses.replace(cfg.teacher, url=url), seed_dir / name, golden_file=cfg.golden,
+                       max_corrections=cfg.max_corrections, irreversible=STAGE2[name] or cfg.irreversible)
 
     stage(f"seed {seed}: stage 3: STeP and the baselines, same seed and budget")
-    start_from = seed_dir / "base" if args.stage3_from == "base-agent" else model_dir
-    for name in args.variants:
+    start_from = seed_dir / "base" if cfg.stage3_from == "base-agent" else model_dir
+    for name in cfg.variants:
         extra, mask_errors, reflection, placement = VARIANTS[name]
-        step.train(step.command_args("train", model=start_from, data=[seed_dir / "d1.jsonl", seed_dir / extra],
-                                     out=seed_dir / name, mask_errors=mask_errors, reflection=reflection,
-                                     reflection_placement=placement,
-                                     **training_settings(args, preset, "stage3", seed)))
+        train(TrainConfig(model=start_from, data=[seed_dir / "d1.jsonl", seed_dir / extra], out=seed_dir / name,
+                          mask_errors=mask_errors, reflection=reflection, reflection_placement=placement,
+                          **training_settings(cfg, preset, "stage3", seed)))
 
     stage(f"seed {seed}: evaluation on held-out tasks")
-    for name in ["base", *args.variants]:
-        for split in EVAL_SPLITS[args.env]:
-            step.evaluate(step.command_args(
-                "eval", model=seed_dir / name, split=split,
-                tasks=args.test_tasks or (None if args.eval_set else preset["test_tasks"]),
-                eval_set=args.eval_set, out=report.eval_dir(seed_dir, name, split), max_invalid=args.max_invalid,
-                dtype=agent_dtype(args), **common))
+    for name in ["base", *cfg.variants]:
+        for split in EVAL_SPLITS[cfg.env]:
+            evaluate(AgentConfig(model=seed_dir / name, split=split,
+                                 tasks=cfg.test_tasks or (None if cfg.eval_set else preset["test_tasks"]),
+                                 eval_set=cfg.eval_set, max_invalid=cfg.max_invalid, dtype=agent_dtype(cfg),
+                                 **common),
+                     report.eval_dir(seed_dir, name, split))
 
 
-def pipeline(args):
+def run_pipeline(cfg: PipelineConfig):
     """STeP end to end: golden data, then per seed stage 1 (SFT on D1), stage 2 (self-reflected
     trajectories on U2), stage 3 (STeP and the baselines) and the evaluation on held-out tasks of
     every split; then the results over all seeds with intervals and paired comparisons."""
-    preset = PRESETS["quick" if args.quick else "full"]
-    run = Path(args.out or ("runs/quick" if args.quick else "runs/default"))
+    preset = PRESETS["quick" if cfg.quick else "full"]
+    run = Path(cfg.out or ("runs/quick" if cfg.quick else "runs/default"))
     run.mkdir(parents=True, exist_ok=True)
-    seeds = seed_list(args)
-    task_types = args.task_types or (preset["task_types"] if args.env == "sciworld" else None)
-    common = dict(env=args.env, task_types=task_types, device=args.device, parallel=args.parallel,
-                  max_steps=args.max_steps, threads=args.threads)
+    seeds = seed_list(cfg)
+    task_types = cfg.task_types or (preset["task_types"] if cfg.env == "sciworld" else None)
+    common = dict(env=cfg.env, task_types=task_types, device=cfg.device, parallel=cfg.parallel,
+                  max_steps=cfg.max_steps, threads=cfg.threads)
     start = time.time()
-    if args.teacher_url:  # a teacher that is down fails now, not after stage 1's training
-        step.teacher_client(step.command_args("synthesize", model="-", out="-", parallel=args.parallel,
-                                              **teacher_options(args)))
+    if cfg.teacher.url:  # a teacher that is down fails now, not after stage 1's training
+        connect_teacher(cfg.teacher, cfg.parallel)
 
     stage("golden trajectories (the engine's expert, train split), shared by every seed")
-    if not args.golden:
-        step.golden(step.command_args("golden", split="train", tasks=args.train_tasks or preset["train_tasks"],
-                                      out=run / "golden.jsonl", **common))
+    if not cfg.golden:
+        golden(AgentConfig(split="train", tasks=cfg.train_tasks or preset["train_tasks"], **common),
+               run / "golden.jsonl")
     for seed in seeds:
-        run_seed(args, run, seed, preset, common)
+        run_seed(cfg, run, seed, preset, common)
 
     stage("results over all seeds")
     results = report.report_seeds(run, {seed: run / f"seed-{seed}" for seed in seeds}, settings={
-        "env": args.env, "quick": args.quick, "seeds": seeds, "variants": ["base", *args.variants],
-        "splits": EVAL_SPLITS[args.env], "eval_set": args.eval_set, "model": str(args.model or "scratch")})
+        "env": cfg.env, "quick": cfg.quick, "seeds": seeds, "variants": ["base", *cfg.variants],
+        "splits": EVAL_SPLITS[cfg.env], "eval_set": cfg.eval_set, "model": str(cfg.model or "scratch")})
     print("\n" + report.markdown_table(results))
     log.info("pipeline: %.1f minutes", (time.time() - start) / 60)
     return results
-
-
-def add_pipeline_command(commands, add_teacher_options):
-    p = commands.add_parser("pipeline", help="the whole method end to end", description=pipeline.__doc__)
-    p.add_argument("--quick", action="store_true", help="the small default: about 15 minutes on 2 CPU cores")
-    p.add_argument("--out", default=None, help="run directory (default runs/quick or runs/default)")
-    p.add_argument("--env", default="sciworld", choices=sorted(envs.ENVS))
-    p.add_argument("--task-types", default=None, help="task families (default: the preset's short SciWorld tasks)")
-    p.add_argument("--model", default=None, help="start from this checkpoint (e.g. LLaMA-2-7B-Chat) instead of a scratch model")
-    add_teacher_options(p, required=False)
-    step.add_oracle_options(p)
-    step.add_sciworld_expert_option(p)
-    p.add_argument("--golden-thoughts", choices=["oracle", "none"], default="oracle",
-                   help="golden turns as `Thought: ...\nAction: ...` (the oracle's scripted thoughts), or "
-                        "`Action: ...` alone, the earlier format [%(default)s]")
-    p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS),
-                   help="stage 3 variants to train and evaluate beside the base agent")
-    p.add_argument("--stage3-from", choices=["base-agent", "model"], default="base-agent",
-                   help="stage 3 continues the base agent (cheap), or starts from --model as in the paper")
-    p.add_argument("--train-tasks", type=step.positive_int, default=None,
-                   help="training tasks (D1 + U2); default: the preset's")
-    p.add_argument("--test-tasks", type=step.positive_int, default=None,
-                   help="held-out evaluation tasks per split; default: the preset's (all of the set with --eval-set)")
-    p.add_argument("--eval-set", choices=sorted(step.EVAL_SETS), default=None,
-                   help="evaluate on a published list of tasks (eto: ETO's, as the literature reports)")
-    p.add_argument("--recipe", choices=list(RECIPES), default=None,
-                   help="stage 1 and 3 hyper-parameters (pipeline.RECIPES); default: scratch without --model, "
-                        "else pretrained-cpu on a CPU and pretrained-gpu (ETO's, for a 7B) on a GPU")
-    p.add_argument("--epochs", type=step.positive_int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--batch-tokens", type=step.positive_int, default=None)
-    p.add_argument("--parallel", type=step.positive_int, default=8)
-    p.add_argument("--max-invalid", type=step.positive_int, default=5)
-    p.add_argument("--max-steps", type=step.positive_int, default=None, help="episode limit (default: the environment's)")
-    p.add_argument("--seed", type=int, default=0, help="the first seed [%(default)s]")
-    p.add_argument("--seeds", type=seeds_option, default=None,
-                   help="a count N (seeds --seed .. --seed+N-1) or a list 0,3,7 [quick: 1, full: 3]")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=step.positive_int, default=None, help="CPU threads; default: physical cores")
-    p.set_defaults(run=pipeline)
-    return p

@@ -94,13 +94,6 @@ def variance_components(grid):
             "seed": max(0.0, (ms_seed - ms_rest) / n_tasks) ** 0.5, "rest": ms_rest ** 0.5}
 
 
-def predicted_half_width(spread, n_seeds, n_tasks):
-    """Half-width of the 95 % interval of a mean over n_seeds x n_tasks episodes with this spread."""
-    variance = spread["task"] ** 2 / n_tasks + (spread["seed"] or 0.0) ** 2 / n_seeds + \
-        spread["rest"] ** 2 / (n_seeds * n_tasks)
-    return 1.96 * variance ** 0.5
-
-
 def family_means(grid, tasks, env_name):
     families = {}
     for i, task in enumerate(tasks):
@@ -336,14 +329,14 @@ def copy_records(seed_dir, out):
             shutil.copyfile(file, target)
 
 
-def report_runs(args):
+def report_runs(run_dirs, out):
     """The results over the seeds of several pipeline runs of one setting, e.g. seeds run on
     different machines: each RUN's results.json names its seeds and its setting, which must be the
     same in every RUN but for the seeds, and no seed may be in two RUNs. Writes results.json,
     results.md and results.png into --out, beside each seed's records (seed-K/: trajectories, training
     logs, evaluation episodes; no models), so that --out can itself be a RUN of a later report."""
-    out, runs, settings = Path(args.out), {}, None
-    for run in map(Path, args.runs):
+    out, runs, settings = Path(out), {}, None
+    for run in map(Path, run_dirs):
         results = json.loads((run / "results.json").read_text())
         missing = [key for key in SETTINGS if key not in results]
         if missing:
@@ -353,7 +346,7 @@ def report_runs(args):
             settings = setting  # the first RUN's; every other RUN is compared with it
         differ = [key for key in SETTINGS if key != "seeds" and setting[key] != settings[key]]
         if differ:
-            raise ValueError(f"{run / 'results.json'}: another setting than {args.runs[0]}'s "
+            raise ValueError(f"{run / 'results.json'}: another setting than {run_dirs[0]}'s "
                              f"({', '.join(f'{k}: {setting[k]!r} against {settings[k]!r}' for k in differ)})")
         for seed in results["seeds"]:
             if seed in runs:
@@ -368,12 +361,3 @@ def report_runs(args):
     results = report_seeds(out, records, {**settings, "seeds": sorted(runs)})
     print(markdown_table(results))
     return results
-
-
-def add_report_command(commands):
-    p = commands.add_parser("report", help="the results over the seeds of several pipeline runs",
-                            description=report_runs.__doc__)
-    p.add_argument("runs", nargs="+", metavar="RUN", help="pipeline run folders (runs/NAME), or earlier --out folders")
-    p.add_argument("--out", required=True, help="the folder to write the results and the seeds' records into")
-    p.set_defaults(run=report_runs)
-    return p

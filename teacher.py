@@ -2,7 +2,7 @@
 OpenAI-compatible client with structured output, timeouts, bounded retries, a bound on the requests
 in flight, and a circuit breaker that stops a run whose teacher is down.
 
-A step dict (see envs.agent_step) -> chat messages -> HTTP -> a verdict dict (see envs.apply_verdict)."""
+An AgentStep (envs) -> chat messages -> HTTP -> a Verdict; TeacherConfig and connect set a client up."""
 import email.utils
 import json
 import logging
@@ -14,10 +14,12 @@ import statistics
 import threading
 import time
 from collections import namedtuple
+from dataclasses import dataclass
 
 import requests
 
 from data import render_turn
+from envs import AgentStep, StepFacts
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ STEP_HEADER = "## The agent's latest step"
 REFERENCE_HEADER = "## Reference"
 REFERENCES = ("expert", "golden", "none")
 # The reference section's lines: what the environment and its expert know about the step (see
-# envs.step_facts). Fixed prefixes: the oracle teacher reads them. A plan's length counts one
+# envs.StepFacts). Fixed prefixes: the oracle teacher reads them. A plan's length counts one
 # action for each change of room (a teleport), so another way to the same room is no longer.
 VERDICT_RULE = ("A step is wrong if the environment rejected it, if it cannot be undone, if it made the "
                 "expert's remaining plan longer, or if it repeated an earlier step to the same result without "
@@ -134,59 +136,71 @@ def plan_size(length):
     return NO_WAY if length is None else f"{length} action{'s' * (length != 1)}"
 
 
-def render_reference(step, reference, golden):
-    """The reference section: with "expert", what the environment knows about the step (the step
-    dict's facts from envs.step_facts, those it has) and the expert's actions, under the rule the
-    verdict follows; with "golden", the task's golden trajectory; with "none", nothing."""
-    lines = []
-    if reference == "expert":
-        if "rejected" in step:
-            lines += [VERDICT_RULE, ENGINE_REJECTED + yes_no(step["rejected"]), REPEATS + yes_no(step["repeated"])]
-            why = "it ended the task without success" if step.get("done") else f"the expert has {NO_WAY} from here"
-            lines.append(CAN_UNDO + ("no: " + why + TAKEN_BACK * bool(step.get("undo_if_wrong"))
-                                     if step["irreversible"] else "yes"))
-        if step.get("plan_before") is not None:
-            lines += [PLAN_BEFORE + plan_size(step["plan_before"]), PLAN_AFTER + plan_size(step["plan_after"])]
-        for prefix, key in ((EXPERT_BEFORE, "expert_before"), (EXPERT_AFTER, "expert_after")):
-            if step.get(key):
-                lines.append(prefix + one_line(step[key]))
-        plan = step.get("expert_plan_after", [])
-        later = (plan[1:] if plan[:1] == [step.get("expert_after")] else plan)[:SHOWN_PLAN]
-        if step.get("expert_after") and later:
-            lines.append(EXPERT_THEN + "; ".join(one_line(a) for a in later))
+def render_facts(step: AgentStep):
+    """The reference lines of what the environment and its expert know about `step`: the verdict
+    rule and the engine's facts when they are known (step.facts.rejected is not None), the expert's
+    plan lengths when it has a plan, and the expert's next actions."""
+    facts, lines = step.facts, []
+    if facts.rejected is not None:
+        lines += [VERDICT_RULE, ENGINE_REJECTED + yes_no(facts.rejected), REPEATS + yes_no(facts.repeated)]
+        why = "it ended the task without success" if step.done else f"the expert has {NO_WAY} from here"
+        why += TAKEN_BACK if step.undo_if_wrong else ""
+        lines.append(CAN_UNDO + ("no: " + why if facts.irreversible else "yes"))
+    if facts.plan_before is not None:
+        lines += [PLAN_BEFORE + plan_size(facts.plan_before), PLAN_AFTER + plan_size(facts.plan_after)]
+    for prefix, action in ((EXPERT_BEFORE, facts.expert_before), (EXPERT_AFTER, facts.expert_after)):
+        if action:
+            lines.append(prefix + one_line(action))
+    plan = facts.expert_plan_after
+    later = (plan[1:] if plan[:1] == [facts.expert_after] else plan)[:SHOWN_PLAN]
+    if facts.expert_after and later:
+        lines.append(EXPERT_THEN + "; ".join(one_line(a) for a in later))
+    return lines
+
+
+def render_reference(step: AgentStep, reference, golden):
+    """The reference section: with "expert", what the environment knows about the step and the
+    expert's actions, under the rule the verdict follows (render_facts); with "golden", the task's
+    golden trajectory; with "none", nothing."""
+    lines = render_facts(step) if reference == "expert" else []
     if golden and reference != "none":
         lines += ["Golden trajectory of this task:", render_history(golden)]
     return "\n".join(lines) or "(none: judge from the task and the history)"
 
 
-def teacher_prompt(step, reference="expert", golden=None, max_prompt_tokens=None):
-    """Chat messages asking the teacher for a verdict on `step` (the run_episodes judge dict).
+def check_reference(reference):
+    """ValueError unless `reference` is one of REFERENCES."""
+    if reference not in REFERENCES:
+        raise ValueError(f"teacher reference must be one of {REFERENCES}, got {reference!r}")
+
+
+def teacher_prompt(step: AgentStep, reference="expert", golden=None, max_prompt_tokens=None):
+    """Chat messages asking the teacher for a verdict on `step`.
     reference: "expert" (expert's next action before/after the step), "golden" (the task's golden
     trajectory, a list of messages in `golden`), "none". The reference section comes last and
     its expert lines have fixed prefixes: the oracle teacher reads them from there.
     max_prompt_tokens: the history is cut in the middle (cut_middle) until the prompt's estimated
     size (estimate_tokens) fits; the other sections are kept whole."""
-    if reference not in REFERENCES:
-        raise ValueError(f"teacher reference must be one of {REFERENCES}, got {reference!r}")
-    latest = [f"Thought: {one_line(step['thought'])}"] if step.get("thought") else []
-    if step.get("action") is not None:
-        latest.append(f"Action: {one_line(step['action'])}")
+    check_reference(reference)
+    latest = [f"Thought: {one_line(step.thought)}"] if step.thought else []
+    if step.action is not None:
+        latest.append(f"Action: {one_line(step.action)}")
     else:
-        latest.append(f"Reply (no action could be parsed): {one_line(step['reply'])}")
-    latest.append(f"Observation: {step['observation']}")
+        latest.append(f"Reply (no action could be parsed): {one_line(step.reply)}")
+    latest.append(f"Observation: {step.observation}")
 
     def prompt(turns):
         history = "\n".join(turns) or "(nothing yet)"
         user = "\n\n".join([
-            f"## Environment instruction\n{step['instruction']}",
-            f"## Task\n{step['task']}",
+            f"## Environment instruction\n{step.instruction}",
+            f"## Task\n{step.task}",
             f"## History\n{history}",
             STEP_HEADER + "\n" + "\n".join(latest),
             REFERENCE_HEADER + "\n" + render_reference(step, reference, golden),
             "Judge the agent's latest step. Answer with the JSON object only."])
         return [{"role": "system", "content": TEACHER_SYSTEM}, {"role": "user", "content": user}]
 
-    turns = history_turns(step["history"], step["task"])
+    turns = history_turns(step.history, step.task)
     messages = prompt(turns)
     if max_prompt_tokens and estimate_tokens(messages) > max_prompt_tokens:
         room = (max_prompt_tokens - estimate_tokens(prompt([]))) * CHARS_PER_TOKEN
@@ -194,10 +208,24 @@ def teacher_prompt(step, reference="expert", golden=None, max_prompt_tokens=None
     return messages
 
 
+@dataclass
+class Verdict:
+    """The teacher's verdict on one step: a wrong one comes with what went wrong (reflection) and
+    the correction (thought, action); TeacherClient.judge adds what asking for it cost."""
+    verdict: str  # "correct", "wrong", or "unjudged" (no usable answer; `reason` says why)
+    reflection: str = ""
+    thought: str = ""
+    action: str = ""
+    content: str = ""  # a wrong step's correction as the agent's turn: render_turn(action, thought, reflection)
+    reason: str = ""
+    calls: int = 0  # HTTP requests made for this step
+    latency_s: float = 0.0
+
+
 def parse_verdict(text):
-    """The first JSON object with a "verdict" in `text` (fences and prose around it are fine), as
-    {"verdict": "correct"} or {"verdict": "wrong", "reflection", "thought", "action"}; None when
-    there is none or a "wrong" lacks a field or fills one with a placeholder."""
+    """The first JSON object with a "verdict" in `text` (fences and prose around it are fine), as a
+    Verdict: "correct", or "wrong" with reflection, thought and action; None when there is none or
+    a "wrong" lacks a field or fills one with a placeholder."""
     decoder = json.JSONDecoder()
     for start in (m.start() for m in re.finditer(r"\{", text or "")):
         try:
@@ -210,13 +238,14 @@ def parse_verdict(text):
 
 
 def normalise_verdict(obj):
+    """The Verdict in a parsed JSON object with a "verdict" key; None when it is not a usable one."""
     verdict = str(obj["verdict"]).strip().lower()
     if verdict == "correct":
-        return {"verdict": "correct"}
+        return Verdict("correct")
     fields = {k: one_line(obj.get(k) or "") for k in ("reflection", "thought", "action")}
     if verdict != "wrong" or any(is_placeholder(v) for v in fields.values()):
         return None
-    return {"verdict": "wrong", **fields}
+    return Verdict("wrong", **fields)
 
 
 def is_placeholder(text):
@@ -242,11 +271,12 @@ FATAL = (401, 403, 404)  # a wrong key, URL or model name: every request fails t
 Failure = namedtuple("Failure", "why status retry_after_s")
 
 # A made-up step for the check before a run: small, so that any server answers it quickly.
-PROBE_STEP = {"instruction": "You are an agent in a house. Reply with a thought and an action.",
-              "task": "Your task is to boil water.", "history": [],
-              "reply": "Thought: I need a pot.\nAction: go to kitchen", "thought": "I need a pot.",
-              "action": "go to kitchen", "observation": "You move to the kitchen.",
-              "expert_before": "go to kitchen", "expert_after": "pick up pot"}
+PROBE_STEP = AgentStep(env="probe", split="", task_id="probe",
+                       instruction="You are an agent in a house. Reply with a thought and an action.",
+                       task="Your task is to boil water.", history=[],
+                       reply="Thought: I need a pot.\nAction: go to kitchen", thought="I need a pot.",
+                       action="go to kitchen", observation="You move to the kitchen.",
+                       facts=StepFacts(expert_before="go to kitchen", expert_after="pick up pot"))
 
 
 class TeacherError(RuntimeError):
@@ -398,18 +428,14 @@ class TeacherClient:
         usage = payload.get("usage")
         return {"content": content, "usage": usage if isinstance(usage, dict) else {}}, None
 
-    def _post_in_a_format(self, messages, temperature, structured):
-        """One request in the settled response_format (plain text unless `structured`); until one is
-        settled, the forms in turn while the server refuses them. Returns (reply or None, the last
-        failure, requests made)."""
-        if not structured:
-            forms = ["text"]
-        else:
-            forms = [self.response_format] if self.response_format else list(RESPONSE_FORMATS)
+    def _post_in_a_format(self, messages, temperature):
+        """One request in the settled response_format; until one is settled, the forms in turn
+        while the server refuses them. Returns (reply or None, the last failure, requests made)."""
+        forms = [self.response_format] if self.response_format else list(RESPONSE_FORMATS)
         for n, form in enumerate(forms, 1):
             reply, failure = self._post(messages, temperature, form)
             if reply is not None:
-                if self.response_format is None and structured:
+                if self.response_format is None:
                     log.info("teacher %s takes response_format %s", self.url, form)
                     self.response_format = form
                 return reply, None, n
@@ -418,7 +444,7 @@ class TeacherClient:
             log.warning("teacher %s: response_format %s refused (%s); trying %s", self.url, form,
                         self._redact(failure.why[:200]), forms[n])
 
-    def _complete(self, messages, temperature, structured=True, max_retries=None):
+    def _complete(self, messages, temperature, max_retries=None):
         """The teacher's reply ({"content", "usage"}) and the number of requests made. Retries the
         failures of the network and the server; TeacherRejected or TeacherUnavailable at once for
         what a retry cannot fix; TeacherError when the retries run out."""
@@ -426,7 +452,7 @@ class TeacherClient:
         calls = 0
         for attempt in range(max_retries + 1):
             self.breaker.check()
-            reply, failure, n = self._post_in_a_format(messages, temperature, structured)
+            reply, failure, n = self._post_in_a_format(messages, temperature)
             calls += n
             if reply is not None:
                 return reply, calls
@@ -446,11 +472,6 @@ class TeacherClient:
         if retry_after is not None:  # the server knows best, within reason
             return min(retry_after, self.max_wait_s)
         return min(self.max_wait_s, self.backoff_s * 2 ** attempt) * random.uniform(0.5, 1.0)
-
-    def complete(self, messages):
-        """The assistant's reply text to `messages`, asked without a response_format; TeacherError
-        when the retries run out."""
-        return self._complete(messages, self.temperature, structured=False)[0]["content"]
 
     def check(self):
         """One verdict request on a made-up step, before the first episode: it settles the
@@ -486,12 +507,13 @@ class TeacherClient:
             self.breaker.answered()
             return reply, calls + n
 
-    def judge(self, step, reference="expert", golden=None):
-        """The verdict on one agent step, per the run_episodes judge contract, plus "calls" (HTTP
-        requests made) and "latency_s". An answer without a verdict is asked for again (sampling),
-        then gives {"verdict": "unjudged", "reason": ...}, as does a request the server refuses:
-        the step is counted, never lost. A teacher that does not answer is asked again until it
-        does or the circuit breaker opens: TeacherUnavailable, which stops the run."""
+    def judge(self, step: AgentStep, reference="expert", golden=None) -> Verdict:
+        """The Verdict on one agent step (see teacher_prompt for reference and golden), with the
+        correction as the agent's turn (content) when wrong, the HTTP requests made (calls) and
+        latency_s. An answer without a verdict is asked for again (sampling), then gives "unjudged"
+        with a reason, as does a request the server refuses: the step is counted, never lost. A
+        teacher that does not answer is asked again until it does or the circuit breaker opens:
+        TeacherUnavailable, which stops the run."""
         t0, calls = time.monotonic(), 0
         messages = teacher_prompt(step, reference, golden, self.max_prompt_tokens)
         for attempt in range(self.parse_retries + 1):
@@ -501,19 +523,19 @@ class TeacherClient:
                 reply, n = self._answer(messages, temperature)
             except TeacherRejected as e:
                 calls += e.calls
-                result = {"verdict": "unjudged", "reason": str(e)}
+                result = Verdict("unjudged", reason=str(e))
                 break
             calls += n
             result = parse_verdict(reply["content"])
             self.stats.answer(reply, parsed=result is not None)
-            result = result or {"verdict": "unjudged", "reason": f"unparseable verdict: {reply['content'][:200]!r}"}
-            if result["verdict"] != "unjudged":
+            result = result or Verdict("unjudged", reason=f"unparseable verdict: {reply['content'][:200]!r}")
+            if result.verdict != "unjudged":
                 break
-        if result["verdict"] == "wrong":
-            result["content"] = render_turn(result["action"], result["thought"], result["reflection"])
-        latency_s = round(time.monotonic() - t0, 3)
-        self.stats.step(result["verdict"], messages, self.max_prompt_tokens, latency_s)
-        return {**result, "calls": calls, "latency_s": latency_s}
+        if result.verdict == "wrong":
+            result.content = render_turn(result.action, result.thought, result.reflection)
+        result.calls, result.latency_s = calls, round(time.monotonic() - t0, 3)
+        self.stats.step(result.verdict, messages, self.max_prompt_tokens, result.latency_s)
+        return result
 
 
 def parse_retry_after(value):
@@ -529,23 +551,39 @@ def parse_retry_after(value):
     except (TypeError, ValueError):
         return None
 
-# ----------------------------------------------------------------------------- golden thoughts
-
-ANNOTATION_SYSTEM = """\
-You write the thoughts of an expert's trajectory in a text environment: the expert's actions are \
-given, its thoughts are missing. Given the task, what happened so far, the expert's next action and \
-the actions after it, write the thought the expert has just before that action: one short sentence \
-in the first person, saying why this action now, in the task's terms and from what the environment \
-has shown. Do not repeat the command itself. Answer with the thought only."""
+# ----------------------------------------------------------------------------- a run's teacher
 
 
-def annotation_prompt(task, history, action, later):
-    """Chat messages asking a teacher LLM for the thought before `action` in a golden trajectory: the
-    thought oracle.annotate_golden asks its `think` hook for, with the same arguments (history: the
-    messages before the turn; later: the expert's actions after it). An LLM annotates with
-    annotate_golden(t, think=lambda *a: one_line(client.complete(annotation_prompt(*a))))."""
-    user = "\n\n".join([f"## Task\n{task}", f"## History\n{render_history(history, task)}",
-                        f"## The expert's next action\n{action}",
-                        f"## The expert's actions after it\n{'; '.join(later) or '(none: it finishes the task)'}",
-                        "Write the expert's thought before its next action."])
-    return [{"role": "system", "content": ANNOTATION_SYSTEM}, {"role": "user", "content": user}]
+@dataclass
+class TeacherConfig:
+    """A run's teacher (step.py's --teacher-* options): its endpoint (url, an OpenAI-compatible base
+    URL; model, the name it serves there), what it is shown as a reference (one of REFERENCES, see
+    teacher_prompt), and the client's limits: seconds per request, the prompt's token budget (None:
+    none), the answer's, the response_format, and the circuit breaker's max_failures and max_outage
+    in seconds (see TeacherClient)."""
+    url: str | None = None  # None: no endpoint named (the pipeline serves the oracle teacher then)
+    model: str = "oracle"
+    reference: str = "expert"
+    timeout: float = 120.0
+    max_prompt_tokens: int | None = None
+    max_answer_tokens: int = 512
+    response_format: str = "auto"
+    max_failures: int = 5
+    max_outage: float = 600.0
+
+    def __post_init__(self):
+        check_reference(self.reference)  # here rather than at the first step judged
+
+
+def connect(config: TeacherConfig, max_in_flight: int) -> TeacherClient:
+    """A client for config's teacher with at most max_in_flight requests at once, asked one test
+    request before any episode (TeacherClient.check): TeacherUnavailable, naming the URL and what
+    came back, when the teacher does not answer."""
+    if not config.url:
+        raise ValueError("the teacher config names no url to connect to")
+    client = TeacherClient(config.url, config.model, timeout=config.timeout, max_in_flight=max_in_flight,
+                           max_prompt_tokens=config.max_prompt_tokens, max_tokens=config.max_answer_tokens,
+                           response_format=config.response_format, max_failures=config.max_failures,
+                           max_outage_s=config.max_outage)
+    client.check()
+    return client

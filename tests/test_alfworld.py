@@ -9,7 +9,10 @@ import pytest
 import alfworld_games
 import envs
 import oracle
+import rollout
 from envs import ALFWORLD_SHIPPED, AlfWorldEnv
+
+pytestmark = pytest.mark.slow  # ALFWorld's engine and its planner
 
 TASK_TYPES = {"pick_and_place_simple", "look_at_obj_in_light", "pick_clean_then_place_in_recep",
               "pick_heat_then_place_in_recep", "pick_cool_then_place_in_recep", "pick_two_obj_and_place"}
@@ -126,7 +129,7 @@ def test_the_planner_solves_every_valid_game_with_envs_in_parallel_threads():
 
 def test_golden_trajectories_of_the_train_split_succeed():
     env = shipped("train")
-    trajs = [envs.golden_trajectory(env, tid) for tid in env.task_ids()]
+    trajs = [rollout.golden_trajectory(env, tid) for tid in env.task_ids()]
     env.close()
     assert len(trajs) == 18
     for traj in trajs:
@@ -149,7 +152,7 @@ def test_an_eval_run_with_a_scripted_policy_fails_every_game():
     trajs = []
     for split in ("valid_seen", "valid_unseen"):
         make = lambda split=split: shipped(split, max_steps=3)
-        trajs += envs.run_episodes(always_look, make, make().task_ids(), parallel=2)
+        trajs += rollout.run_episodes(always_look, make, make().task_ids(), parallel=2)
     assert len(trajs) == 12
     assert {(t["success"], t["reward"], t["steps"], t["end_reason"]) for t in trajs} == {(False, 0.0, 3, "max_steps")}
     summary = envs.summarize(trajs)

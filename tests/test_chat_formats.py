@@ -16,7 +16,8 @@ import tokenizers
 import transformers
 
 from convert_gguf import PRE_TOKENIZERS, read_metadata, write_tokenizer_files
-from data import IGNORE_INDEX, build_samples, encode_chat, encode_prompt, end_of_turn_id, render_turn
+from data import IGNORE_INDEX, build_samples, encode_prompt, end_of_turn_id, render_turn
+from encoding import encode_chat
 from model import load_tokenizer, train_tokenizer
 from smollm2_fixture import smollm2_gguf
 

@@ -1,19 +1,20 @@
 import copy
 import json
+import os
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from data import (IGNORE_INDEX, append_jsonl, apply_variant, build_samples, collate, convert_eto,
-                  encode_chat, encode_prompt, length_grouped_batches, load_eto, load_trajectories,
-                  padding_fraction, read_jsonl, render_turn, validate_trajectory)
+from data import (IGNORE_INDEX, append_jsonl, apply_variant, build_samples, collate, convert_eto, encode_prompt,
+                  length_grouped_batches, load_eto, load_trajectories, padding_fraction, read_jsonl, render_turn,
+                  validate_trajectory)
+from encoding import encode_chat
 from model import Tokenizer, train_tokenizer
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-LLAMA2_TOKENIZER = SHARED / "data" / "llama2-tokenizer.model"
+# Meta's LLaMA-2 tokenizer.model (gated: not shipped), for the checks on the genuine vocabulary.
+LLAMA2_TOKENIZER = os.environ.get("STEP_LLAMA2_TOKENIZER")
 
 SYSTEM = "You are a household agent. Reply with a Thought and an Action."
 TASK = "Your task is to: put a clean mug in the coffeemachine."
@@ -48,8 +49,8 @@ def tok(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def llama_tok():
-    if not SHARED.exists():
-        pytest.skip("../shared is absent: no LLaMA-2 tokenizer")
+    if not LLAMA2_TOKENIZER:
+        pytest.skip("set STEP_LLAMA2_TOKENIZER to Meta's LLaMA-2 tokenizer.model to check its vocabulary")
     return Tokenizer(LLAMA2_TOKENIZER)
 
 

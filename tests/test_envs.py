@@ -9,8 +9,11 @@ import pytest
 import data
 import envs
 import oracle
-import step
+import rollout
 import teacher
+import teacher_eval
+from envs import AgentStep, StepFacts
+from teacher import Verdict
 
 TASKS = ["lifespan-longest-lived", "find-non-living-thing", "chemistry-mix-paint-secondary-color"]
 LIFESPAN, FIND = "lifespan-longest-lived/63", "find-non-living-thing/150"
@@ -39,7 +42,7 @@ def sciworld(sciworlds):
 
 @pytest.fixture(scope="session")
 def golden(sciworld):
-    return {tid: envs.golden_trajectory(sciworld, tid) for tid in (LIFESPAN, FIND, PAINT)}
+    return {tid: rollout.golden_trajectory(sciworld, tid) for tid in (LIFESPAN, FIND, PAINT)}
 
 
 def gold_actions(traj):
@@ -99,6 +102,7 @@ def test_bad_names_fail_before_java_starts():
         envs.make_env("sciworld", "dev", tasks=["boil", "find-a-unicorn"])
 
 
+@pytest.mark.slow
 def test_task_ids_come_from_the_engine_split(sciworlds):
     dev, seen = sciworlds
     assert dev.split == seen.split == "dev"
@@ -119,6 +123,7 @@ def test_task_ids_come_from_the_engine_split(sciworlds):
     assert dev.max_steps == 15
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task_id", [LIFESPAN, FIND, PAINT])
 def test_the_gold_path_scores_100_through_the_interface(golden, task_id):
     traj = golden[task_id]
@@ -129,6 +134,7 @@ def test_the_gold_path_scores_100_through_the_interface(golden, task_id):
     assert len(assistant) == traj["steps"] >= 3  # the engine's gold paths vary from one generation to the next
 
 
+@pytest.mark.slow
 def test_lifespan_gold_path_looks_around_after_arriving_outside(golden):
     actions = gold_actions(golden[LIFESPAN])
     i = actions.index("go to outside")
@@ -139,6 +145,7 @@ def test_lifespan_gold_path_looks_around_after_arriving_outside(golden):
                                                       "go to outside", "look around", "wait1"]
 
 
+@pytest.mark.slow
 def test_fast_step_matches_the_stock_step(sciworld, golden):
     gold = gold_actions(golden[FIND])  # FIND starts in the kitchen
     actions = ["look at cup", "pick up sky", "teleport to bathroom", "0", "teleport to kitchen"] + gold
@@ -165,6 +172,7 @@ def test_fast_step_matches_the_stock_step(sciworld, golden):
     assert ours_s < stock_s, (ours_s, stock_s)
 
 
+@pytest.mark.slow
 def test_invalid_marks_what_the_engine_did_not_understand_or_refused(sciworld):
     sciworld.reset(FIND)
 
@@ -185,6 +193,7 @@ def test_invalid_marks_what_the_engine_did_not_understand_or_refused(sciworld):
     assert step("pick up air") == ("You can't pick up a gas directly.", True, False)
 
 
+@pytest.mark.slow
 def test_the_expert_follows_the_gold_path_then_rejoins_it_by_teleport(sciworld, monkeypatch):
     monkeypatch.setattr(envs, "_GOLD_PATHS", {})  # generated here (reload + replay), not by another test
     sciworld.reset(LIFESPAN)  # in the kitchen, next to the outside
@@ -207,6 +216,7 @@ def test_the_expert_follows_the_gold_path_then_rejoins_it_by_teleport(sciworld, 
     assert (sciworld.expert_plan(), sciworld.expert_action()) == ([], None)
 
 
+@pytest.mark.slow
 def test_the_expert_takes_the_agents_choice_or_knows_the_task_is_lost(sciworld):
     sciworld.reset(FIND)
     sciworld.step("focus on chair")  # not the gold path's lighter, but a non-living thing too
@@ -229,6 +239,7 @@ def test_the_expert_takes_the_agents_choice_or_knows_the_task_is_lost(sciworld):
     assert sciworld.expert_plan() is None  # the engine failed the task
 
 
+@pytest.mark.slow
 def test_undo_takes_the_last_step_back_and_the_expert_with_it(sciworld):
     """A failed focus, the agent's choice the expert took, a dead end: each taken back, the engine and
     the expert are where they were before it, and the expert's plan from there wins."""
@@ -256,11 +267,12 @@ def test_undo_takes_the_last_step_back_and_the_expert_with_it(sciworld):
         sciworld.undo()
 
 
+@pytest.mark.slow
 def test_the_expert_names_living_things_as_they_are_when_time_has_passed(sciworld):
     """A gold path names a living thing by its stage when it was recorded ("adult cherry tree"); twelve
     waits later the plant has grown and the engine no longer knows that name. The expert's plan names
     it without the stage, which the engine knows at any time, and wins."""
-    gold = [envs.parse_action(m["content"]) for m in envs.golden_trajectory(sciworld, "find-plant/150")["messages"]
+    gold = [data.parse_action(m["content"]) for m in rollout.golden_trajectory(sciworld, "find-plant/150")["messages"]
             if m["role"] == "assistant"]
     assert "focus on adult apple tree" in gold
     sciworld.reset("find-plant/150")
@@ -275,6 +287,7 @@ def test_the_expert_names_living_things_as_they_are_when_time_has_passed(sciworl
     assert envs.without_life_stages("move egg to red box") == "move egg to red box"  # the egg is the name
 
 
+@pytest.mark.slow
 def test_a_task_gives_the_same_observations_and_gold_path_whatever_the_engine_played_before(sciworlds, monkeypatch):
     """The engine used to list things, build worlds and choose gold paths in Java's identity-hash
     order (which depends on the JVM thread and on what it hashed before), and cached the routes of
@@ -312,15 +325,16 @@ def test_a_task_gives_the_same_observations_and_gold_path_whatever_the_engine_pl
     ("", None),
 ])
 def test_parse_action(reply, action):
-    assert envs.parse_action(reply) == action
+    assert data.parse_action(reply) == action
 
 
 def test_parse_thought():
-    assert envs.parse_thought("Reflection: r\nThought: I go.\nAction: go to kitchen") == "I go."
-    assert envs.parse_thought("Thought: no action here") == "no action here"
-    assert envs.parse_thought("Action: look around") is None
+    assert data.parse_thought("Reflection: r\nThought: I go.\nAction: go to kitchen") == "I go."
+    assert data.parse_thought("Thought: no action here") == "no action here"
+    assert data.parse_thought("Action: look around") is None
 
 
+@pytest.mark.slow
 def test_run_episodes_plays_to_the_end(sciworlds, golden):
     gold = {f"sciworld/dev/{tid}": gold_actions(golden[tid]) for tid in (LIFESPAN, FIND)}
     calls = []
@@ -336,7 +350,7 @@ def test_run_episodes_plays_to_the_end(sciworlds, golden):
     factory, lent = lender(sciworlds)
     finished = []
     garbage = "find-non-living-thing/151"
-    trajs = envs.run_episodes(policy, factory, [LIFESPAN, FIND, "find-non-living-thing/152", garbage], parallel=2,
+    trajs = rollout.run_episodes(policy, factory, [LIFESPAN, FIND, "find-non-living-thing/152", garbage], parallel=2,
                               max_invalid=2, done_ids={"find-non-living-thing/152"}, on_episode=finished.append)
     assert [t["task"] for t in trajs] == [LIFESPAN, FIND, garbage]
     assert sorted(t["task"] for t in finished) == sorted([LIFESPAN, FIND, garbage])
@@ -357,23 +371,27 @@ def test_run_episodes_plays_to_the_end(sciworlds, golden):
     assert trajs[2]["messages"][3]["content"] == "No known action matches that input."
 
 
+@pytest.mark.slow
 def test_a_reply_without_action_uses_a_step_until_max_steps(sciworlds):
     def policy(histories, keys):
         return ["I am not sure what to do." if len(histories[0]) == 2 else "Thought: look.\nAction: look around"]
 
     factory, _ = lender(sciworlds[1:])  # the engine with max_steps=12
-    [traj] = envs.run_episodes(policy, factory, [FIND], parallel=4)
+    [traj] = rollout.run_episodes(policy, factory, [FIND], parallel=4)
     assert_well_formed(traj)
     assert (traj["end_reason"], traj["steps"], traj["invalid_actions"], traj["success"]) == ("max_steps", 12, 1, False)
-    assert traj["messages"][3]["content"] == envs.INVALID_FORMAT
+    assert traj["messages"][3]["content"] == rollout.INVALID_FORMAT
     assert traj["messages"][5]["content"].startswith("This room is called the kitchen.")
 
 
+def correction(action):
+    return f"Reflection: That was not an action.\nThought: I {action}.\nAction: {action}"
+
+
 def wrong(step, calls=2):
-    action = step["expert_after"]
-    return {"verdict": "wrong", "reflection": "That was not an action.", "thought": f"I {action}.", "action": action,
-            "content": f"Reflection: That was not an action.\nThought: I {action}.\nAction: {action}",
-            "calls": calls, "latency_s": 0.25}
+    action = step.facts.expert_after
+    return Verdict("wrong", reflection="That was not an action.", thought=f"I {action}.", action=action,
+                   content=correction(action), calls=calls, latency_s=0.25)
 
 
 def expert_of(lent, key):
@@ -381,6 +399,7 @@ def expert_of(lent, key):
     return next(e.env for e in lent if key.endswith("/".join(map(str, e.env._episode)))).expert_action()
 
 
+@pytest.mark.slow
 def test_the_judge_sees_the_facts_and_corrects_wrong_steps(sciworlds):
     steps, both_first_steps = [], threading.Barrier(2, timeout=10)
     factory, lent = lender(sciworlds)
@@ -391,14 +410,14 @@ def test_the_judge_sees_the_facts_and_corrects_wrong_steps(sciworlds):
 
     def judge(step):
         steps.append(step)
-        if step["reply"].endswith("look at sky"):
+        if step.reply.endswith("look at sky"):
             both_first_steps.wait()  # both episodes are judged at once, or this times out
             return wrong(step)
-        if step["task_id"] == FIND:
-            return {"verdict": "unjudged", "reason": "teacher timed out", "calls": 3, "latency_s": 1.0}
-        return {"verdict": "correct", "calls": 1, "latency_s": 0.1}
+        if step.task_id == FIND:
+            return Verdict("unjudged", reason="teacher timed out", calls=3, latency_s=1.0)
+        return Verdict("correct", calls=1, latency_s=0.1)
 
-    lifespan, find = envs.run_episodes(policy, factory, [LIFESPAN, FIND], parallel=2, judge=judge)
+    lifespan, find = rollout.run_episodes(policy, factory, [LIFESPAN, FIND], parallel=2, judge=judge)
     # judged: the agent's steps but the last (it won); the expert is asked for its plan and action before
     # and after each, and before each last step
     assert sum(env.expert_calls for env in lent) == 4 * len(steps) + 2 * 2
@@ -410,7 +429,7 @@ def test_the_judge_sees_the_facts_and_corrects_wrong_steps(sciworlds):
         assert traj["messages"][3]["content"] == "No known action matches that input."
         assert correction == {"role": "assistant", "loss": True, "reflection": "That was not an action.",
                               "thought": f"I {expert}.", "action": expert,
-                              "content": wrong({"expert_after": expert})["content"]}
+                              "content": correction(expert)}
         assert traj["messages"][5]["content"] != "No known action matches that input."
         assert sum(m.get("error", False) for m in traj["messages"]) == 1
         assert (traj["source"], traj["end_reason"], traj["success"], traj["errors"], traj["corrections"]) == (
@@ -420,26 +439,28 @@ def test_the_judge_sees_the_facts_and_corrects_wrong_steps(sciworlds):
         4, 3, 0, 0.35)
     # find: sky (wrong), look around (the correction), focus on lighter (unjudged), move it (won)
     assert (find["steps"], find["teacher_calls"], find["unjudged"], find["teacher_latency_s"]) == (4, 5, 1, 1.25)
-    first = next(s for s in steps if s["task_id"] == LIFESPAN)
+    first = next(s for s in steps if s.task_id == LIFESPAN)
     plan = ["teleport to outside", "look around", "focus on elephant", "wait1"]
-    assert first == {"env": "sciworld", "split": "dev", "task_id": LIFESPAN, "instruction": envs.SCIWORLD_INSTRUCTION,
-                     "task": lifespan["messages"][1]["content"], "history": lifespan["messages"][:2],
-                     "reply": "Thought: I should look at the sky.\nAction: look at sky",
-                     "thought": "I should look at the sky.", "action": "look at sky",
-                     "observation": "No known action matches that input.", "reward": 0.0, "done": False,
-                     "rejected": True, "repeated": False, "irreversible": False, "plan_before": 4, "plan_after": 4,
-                     "expert_before": "open door to outside", "expert_after": "teleport to outside",
-                     "expert_plan_after": plan, "undo_if_wrong": False}
+    assert first == AgentStep(
+        env="sciworld", split="dev", task_id=LIFESPAN, instruction=envs.SCIWORLD_INSTRUCTION,
+        task=lifespan["messages"][1]["content"], history=lifespan["messages"][:2],
+        reply="Thought: I should look at the sky.\nAction: look at sky", thought="I should look at the sky.",
+        action="look at sky", observation="No known action matches that input.", reward=0.0, done=False,
+        facts=StepFacts(rejected=True, repeated=False, irreversible=False, plan_before=4, plan_after=4,
+                        expert_before="open door to outside", expert_after="teleport to outside",
+                        expert_plan_after=plan),
+        undo_if_wrong=False)
 
 
 def oracle_judge(step):
     """The oracle teacher's verdict on a step, as TeacherClient.judge returns it, without HTTP."""
-    verdict = oracle.oracle_verdict(teacher.teacher_prompt(step)[-1]["content"])
-    if verdict["verdict"] == "wrong":
-        verdict["content"] = data.render_turn(verdict["action"], verdict["thought"], verdict["reflection"])
+    verdict = Verdict(**oracle.oracle_verdict(teacher.teacher_prompt(step)[-1]["content"]))
+    if verdict.verdict == "wrong":
+        verdict.content = data.render_turn(verdict.action, verdict.thought, verdict.reflection)
     return verdict
 
 
+@pytest.mark.slow
 def test_the_oracle_judges_by_what_the_engine_knows(sciworlds):
     """The verdict rule on the real engine: harmless steps and another way are not wrong; a step the
     engine rejected, one that cannot be undone, one that leads away or repeats itself without effect
@@ -464,12 +485,12 @@ def test_the_oracle_judges_by_what_the_engine_knows(sciworlds):
                 for h, key in zip(histories, keys)]
 
     def judge(step):
-        judged.append((step["task_id"], step["action"], oracle_judge(step)))
+        judged.append((step.task_id, step.action, oracle_judge(step)))
         return judged[-1][2]
 
     factory, _ = lender(sciworlds)
-    trajs = envs.run_episodes(policy, factory, list(script), parallel=2, judge=judge)
-    verdicts = {t: [(a, v["verdict"], v.get("reflection")) for task, a, v in judged if task == t] for t in script}
+    trajs = rollout.run_episodes(policy, factory, list(script), parallel=2, judge=judge)
+    verdicts = {t: [(a, v.verdict, v.reflection or None) for task, a, v in judged if task == t] for t in script}
     assert verdicts[LIFESPAN] == [
         ("open door to outside", "correct", None), ("look around", "correct", None), ("go to outside", "correct", None),
         ("teleport to kitchen", "wrong", "I left the outside, where my next step has to happen.")]
@@ -493,6 +514,7 @@ def test_the_oracle_judges_by_what_the_engine_knows(sciworlds):
     assert not any(o["content"].startswith(envs.SCIWORLD_INVALID) for _, o in corrections)
 
 
+@pytest.mark.slow
 def test_a_wrong_step_that_cannot_be_undone_is_taken_back_and_corrected(sciworlds):
     """With undo_irreversible, the oracle is told that a wrong irreversible step will be taken back;
     the run takes it back in the engine, the correction runs from the state before it, and the episode
@@ -514,9 +536,9 @@ def test_a_wrong_step_that_cannot_be_undone_is_taken_back_and_corrected(sciworld
         judged.append(step)
         return oracle_judge(step)
 
-    trajs = envs.run_episodes(policy, factory, list(script), parallel=2, judge=judge, undo_irreversible=True)
-    wrong_steps = [s for s in judged if s["irreversible"]]
-    assert sorted((s["action"], s["undo_if_wrong"]) for s in wrong_steps) == [("focus on air", True),
+    trajs = rollout.run_episodes(policy, factory, list(script), parallel=2, judge=judge, undo_irreversible=True)
+    wrong_steps = [s for s in judged if s.facts.irreversible]
+    assert sorted((s.action, s.undo_if_wrong) for s in wrong_steps) == [("focus on air", True),
                                                                                 ("focus on baby ant", True)]
     assert all(teacher.TAKEN_BACK in teacher.teacher_prompt(s)[-1]["content"] for s in wrong_steps)
     ant, air = trajs
@@ -537,20 +559,21 @@ def test_a_wrong_step_that_cannot_be_undone_is_taken_back_and_corrected(sciworld
         data.validate_trajectory(traj)
     env = sciworlds[0]
     for traj in trajs:
-        replayed = step.recorded_steps(env, traj)
-        assert [oracle_judge(r["step"])["verdict"] for r in replayed] == [r["recorded"] for r in replayed]
-        fixes = [(r["index"], oracle_judge(r["step"])["action"], r["step"]["undo_if_wrong"])
+        replayed = teacher_eval.recorded_steps(env, traj)
+        assert [oracle_judge(r["step"]).verdict for r in replayed] == [r["recorded"] for r in replayed]
+        fixes = [(r["index"], oracle_judge(r["step"]).action, r["step"].undo_if_wrong)
                  for r in replayed if r["recorded"] == "wrong"]
-        assert len(fixes) == 1 and all(step.engine_accepts(env, traj, *fix) for fix in fixes)
+        assert len(fixes) == 1 and all(teacher_eval.engine_accepts(env, traj, *fix) for fix in fixes)
     # without undo_irreversible, the same failed focus ends the episode (test_the_oracle_judges_by_what_the_engine_knows)
 
 
+@pytest.mark.slow
 def test_too_many_wrong_steps_end_the_episode(sciworlds):
     def policy(histories, keys):
         return ["Thought: I should look at the sky.\nAction: look at sky"] * len(histories)
 
     factory, _ = lender(sciworlds)
-    [traj] = envs.run_episodes(policy, factory, [LIFESPAN], judge=wrong, max_corrections=1)
+    [traj] = rollout.run_episodes(policy, factory, [LIFESPAN], judge=wrong, max_corrections=1)
     assert (traj["end_reason"], traj["steps"], traj["errors"], traj["corrections"]) == ("max_corrections", 3, 2, 1)
     assert [m.get("error", False) for m in traj["messages"] if m["role"] == "assistant"] == [True, False, True]
     assert traj["messages"][-1]["loss"] is False
@@ -581,7 +604,7 @@ class FakeEnv:
 
 def test_an_engine_error_ends_only_its_episode():
     log, finished = [], []
-    trajs = envs.run_episodes(lambda h, k: ["Action: win"] * len(h), lambda: FakeEnv(log),
+    trajs = rollout.run_episodes(lambda h, k: ["Action: win"] * len(h), lambda: FakeEnv(log),
                               ["a", "crash", "bad", "b"], parallel=1, on_episode=finished.append)
     assert [(t["task"], t["end_reason"], t["steps"], t["success"]) for t in trajs] == [
         ("a", "done", 1, True), ("crash", "env_error: RuntimeError: the engine died", 0, False),
@@ -590,7 +613,7 @@ def test_an_engine_error_ends_only_its_episode():
     assert log == ["created", "closed", "created", "closed", "created", "closed"]  # re-created after each error
     assert len(finished) == 4
     with pytest.raises(ValueError, match="policy returned 2 replies for 1 histories"):
-        envs.run_episodes(lambda h, k: ["Action: a", "Action: b"], lambda: FakeEnv([]), ["a"])
+        rollout.run_episodes(lambda h, k: ["Action: a", "Action: b"], lambda: FakeEnv([]), ["a"])
 
 
 def test_summarize():
@@ -616,22 +639,3 @@ def test_family_counts():
         traj("alfworld", "train/pick_and_place_simple-Pen-None-Drawer-2/trial_1", True)]) == {
         "find-plant": {"episodes": 2, "success": 1}, "lifespan-longest-lived": {"episodes": 1, "success": 0},
         "pick_and_place_simple": {"episodes": 1, "success": 1}, "webshop": {"episodes": 1, "success": 1}}
-
-
-def test_the_gold_path_expert_plans_the_recorded_actions_wherever_the_agent_is():
-    """The earlier expert (synthesize --sciworld-expert gold-path, an ablation): after a stray step it
-    still plans the gold path's next actions as recorded, where the current-state expert rejoins
-    the route by teleport and names the elephant without its life stage."""
-    gold = envs.make_env("sciworld", "dev", tasks=["lifespan-longest-lived"], expert="gold-path")
-    try:
-        gold.reset(LIFESPAN)
-        recorded = ["open door to outside", "go to outside", "look around", "focus on baby baby elephant", "wait1"]
-        assert gold.expert_plan() == recorded
-        gold.step("teleport to kitchen")
-        assert gold.expert_plan() == recorded and gold.expert_action() == "open door to outside"
-        gold.step("open door to outside")
-        assert gold.expert_plan() == recorded[1:]
-    finally:
-        gold.close()
-    with pytest.raises(ValueError, match="expert must be one of"):
-        envs.SciWorld("dev", expert="oracle")

@@ -13,6 +13,7 @@ import step
 from convert_gguf import convert_gguf, unpermute_rotary
 from data import encode_prompt
 from model import generate, load_model, load_tokenizer
+from rollout import make_policy
 from smollm2_fixture import smollm2_gguf
 
 TEXTS = ["Thought: the kitchen has a stove.\nAction: go to kitchen",
@@ -41,6 +42,7 @@ def reference():
     return model, transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
+@pytest.mark.slow
 def test_converted_directory(converted):
     assert sorted(p.name for p in converted.iterdir()) == ["config.json", "generation_config.json", "model.safetensors",
                                                           "tokenizer.json", "tokenizer_config.json"]
@@ -51,6 +53,7 @@ def test_converted_directory(converted):
     assert (args.vocab_size, args.tie_embeddings, args.rope_theta, args.bos_id, args.eos_id) == (49152, True, 1e5, 1, 2)
 
 
+@pytest.mark.slow
 def test_token_ids_equal_transformers(converted, reference):
     tok, (_, reference_tok) = load_tokenizer(converted), reference
     assert tok.chat_format == "chatml"
@@ -62,6 +65,7 @@ def test_token_ids_equal_transformers(converted, reference):
     assert tok.encode(TEXTS[2])[-5:] == [1, 4093, 198, 19159, 2]  # <|im_start|> user \n special <|im_end|>
 
 
+@pytest.mark.slow
 def test_logits_equal_transformers(converted, reference):
     tok, (reference_model, _) = load_tokenizer(converted), reference
     ids = torch.tensor([tok.encode(TEXTS[0] + TEXTS[1])])
@@ -74,6 +78,7 @@ def test_logits_equal_transformers(converted, reference):
         assert expected.std() > 1  # real logits, not a degenerate model
 
 
+@pytest.mark.slow
 def test_greedy_tokens_equal_transformers(converted, reference):
     """model.py's generate, and the agent's policy, against transformers' greedy generate; both stop at
     ChatML's <|im_end|>."""
@@ -89,7 +94,7 @@ def test_greedy_tokens_equal_transformers(converted, reference):
         expected.append(out[0, len(prompt):].tolist())
     assert [generate(ours, [p], budget, eos_id=-1)[0][:len(e)] for p, e in zip(prompts, expected)] == expected
     assert 2 in expected[1]  # the short reply ends on <|im_end|> within the budget...
-    replies = step.make_policy(ours, tok, budget)(CHATS, ["a", "b"])
+    replies = make_policy(ours, tok, budget)(CHATS, ["a", "b"])
     assert replies == [tok.decode(e[:e.index(2)] if 2 in e else e) for e in expected]  # ...and the policy stops there
     assert replies[1].strip() and len(tok.encode(replies[1])) < budget
 

@@ -230,8 +230,6 @@ def test_each_sequence_stops_on_its_own():
     out = generate(m, prompts, 10, eos_id=eos)
     assert out[0] == free[0][:free[0].index(eos)]
     assert out[1] == (free[1][:free[1].index(eos)] if eos in free[1] else free[1])
-    stopped = generate(m, prompts, 10, eos_id=-1, stop=[free[1][2:4]])
-    assert stopped[1] == free[1][:4] and stopped[0] == (free[0] if free[1][2:4] != free[0][2:4] else free[0][:4])
 
 
 def test_cached_decoder_reuses_history_and_matches_fresh_generation():
@@ -250,14 +248,6 @@ def test_cached_decoder_reuses_history_and_matches_fresh_generation():
             histories["c"] = [1, 50, 51, 52, 53, 54]
     assert decoder.keys == ["b", "c"]
     assert decoder.cache.tokens_per_row().tolist() == [len(i) for i in decoder.ids]
-
-
-def test_sampling_is_seeded_and_respects_top_p():
-    m = tiny_model()
-    a = generate(m, [[1, 5, 6]], 10, temperature=1.0, seed=3, eos_id=-1)
-    assert a == generate(m, [[1, 5, 6]], 10, temperature=1.0, seed=3, eos_id=-1)
-    assert generate(m, [[1, 5, 6]], 10, temperature=1.0, top_p=1e-6, seed=4, eos_id=-1) == \
-        generate(m, [[1, 5, 6]], 10, eos_id=-1)  # a tiny nucleus keeps only the argmax
 
 
 def test_gradient_checkpointing_same_gradients():

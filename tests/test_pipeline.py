@@ -14,8 +14,10 @@ import torch
 import envs
 import pipeline
 import step
-from data import load_trajectories, marked_for_training, read_jsonl
+from data import load_trajectories, marked_for_training, parse_action, read_jsonl
 from oracle import serve_oracle_teacher
+from rollout import AgentConfig, load_agent
+from teacher import TeacherConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_TYPES = "lifespan-longest-lived,lifespan-shortest-lived"
@@ -29,7 +31,7 @@ REFLECTIONS = {"My reply had no action line, so nothing happened.", "The simulat
 def agent(tmp_path_factory):
     """Golden trajectories of 4 train tasks and a random scratch model with a tokenizer trained on them."""
     root = tmp_path_factory.mktemp("agent")
-    step.golden(step.command_args("golden", split="train", tasks=4, task_types=TASK_TYPES, out=root / "golden.jsonl"))
+    pipeline.golden(AgentConfig(split="train", tasks=4, task_types=TASK_TYPES), root / "golden.jsonl")
     trajectories = load_trajectories(root / "golden.jsonl")
     return root, pipeline.scratch_model(root, trajectories, seed=0), trajectories
 
@@ -41,6 +43,7 @@ def teacher_url():
     server.shutdown()
 
 
+@pytest.mark.slow
 def test_golden_trajectories_are_engine_verified(agent):
     _, _, trajectories = agent
     assert len(trajectories) == 4 and {t["task"].split("/")[0] for t in trajectories} == set(TASK_TYPES.split(","))
@@ -52,30 +55,16 @@ def test_golden_trajectories_are_engine_verified(agent):
     assert focus["thought"] == f"The {focus['action'][9:]} is the animal with the longest life span, so I focus on it."
 
 
-def test_golden_files_without_thoughts_are_converted_not_extended(agent, tmp_path):
-    """Golden files written before golden turns had thoughts: `golden` refuses to append to one and
-    says how to convert it; --annotate converts it without the engine."""
-    _, _, trajectories = agent
-    old = tmp_path / "old.jsonl"
-    stripped = [{**t, "messages": [{"role": m["role"], "content": f"Action: {m['action']}" if "action" in m
-                                    else m["content"], "loss": m["loss"]} for m in t["messages"]]} for t in trajectories]
-    old.write_text("".join(json.dumps(t) + "\n" for t in stripped))
-    args = step.command_args("golden", split="train", tasks=5, task_types=TASK_TYPES, out=old)
-    with pytest.raises(step.StepError, match=f"golden --annotate {old} --out NEW_FILE"):
-        step.golden(args)
-    step.golden(step.command_args("golden", annotate=old, out=tmp_path / "new.jsonl"))
-    assert load_trajectories(tmp_path / "new.jsonl") == trajectories
+def synthesize(model, out, url):
+    agent = AgentConfig(model=model, split="train", tasks=2, task_types=TASK_TYPES, max_steps=30, parallel=2,
+                        max_new_tokens=12)
+    return pipeline.synthesize(agent, TeacherConfig(url=url), out, max_corrections=20)
 
 
-def synthesize_args(model, out, url, **overrides):
-    options = dict(model=model, split="train", tasks=2, task_types=TASK_TYPES, teacher_url=url, out=out,
-                   max_steps=30, max_corrections=20, parallel=2, max_new_tokens=12)
-    return step.command_args("synthesize", **{**options, **overrides})
-
-
+@pytest.mark.slow
 def test_synthesis_with_the_oracle_teacher_over_http(agent, teacher_url, tmp_path):
     _, model, _ = agent
-    summary = step.synthesize(synthesize_args(model, tmp_path / "reflected.jsonl", teacher_url))
+    summary = synthesize(model, tmp_path / "reflected.jsonl", teacher_url)
     episodes = read_jsonl(tmp_path / "reflected.jsonl")
     assert summary["episodes"] == len(episodes) == 2 and summary["teacher_calls"] > 0
     env = envs.make_env("sciworld", "train", tasks=TASK_TYPES.split(","))
@@ -95,14 +84,15 @@ def test_synthesis_with_the_oracle_teacher_over_http(agent, teacher_url, tmp_pat
         # What was executed is what the trajectory says: replaying its actions gives its observations.
         env.reset(episode["task"])
         for reply, observation in zip(messages[0::2], messages[1::2]):
-            if envs.parse_action(reply["content"]) is not None:
-                assert env.step(envs.parse_action(reply["content"]))[0] == observation["content"]
+            if parse_action(reply["content"]) is not None:
+                assert env.step(parse_action(reply["content"]))[0] == observation["content"]
         assert episode["success"] and episode["reward"] == 1.0  # every step corrected to the expert's
     env.close()
     assert summary["kept_for_training"] == 2 and all(e["train"] is True for e in episodes)
     assert len(load_trajectories(tmp_path / "reflected.jsonl", keep=marked_for_training)) == 2
 
 
+@pytest.mark.slow
 def test_synthesis_resumes_after_a_kill(agent, teacher_url, tmp_path):
     _, model, _ = agent
     out = tmp_path / "reflected.jsonl"
@@ -125,28 +115,29 @@ def test_synthesis_resumes_after_a_kill(agent, teacher_url, tmp_path):
     assert load_trajectories(out, keep=marked_for_training) == []
 
 
+@pytest.mark.slow
 def test_eval_writes_episodes_and_a_summary_and_skips_them_on_rerun(agent, tmp_path):
     _, model, _ = agent
-    args = step.command_args("eval", model=model, split="test", tasks=2, task_types=TASK_TYPES, out=tmp_path,
-                             max_new_tokens=8, max_invalid=3)
-    summary = step.evaluate(args)
+    agent = AgentConfig(model=model, split="test", tasks=2, task_types=TASK_TYPES, max_new_tokens=8, max_invalid=3)
+    summary = pipeline.evaluate(agent, tmp_path)
     episodes = read_jsonl(tmp_path / "episodes.jsonl")
     assert len(episodes) == 2 and {e["split"] for e in episodes} == {"test"}
     assert all(e["source"] == "agent" and e["end_reason"] in ("done", "max_steps", "invalid_actions") for e in episodes)
     assert summary["sciworld/test"]["episodes"] == 2
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     before = (tmp_path / "episodes.jsonl").read_text()
-    assert step.evaluate(args) == summary and (tmp_path / "episodes.jsonl").read_text() == before
+    assert pipeline.evaluate(agent, tmp_path) == summary and (tmp_path / "episodes.jsonl").read_text() == before
 
 
+@pytest.mark.slow
 def test_eval_plays_the_agent_in_the_dtype_asked_for(agent, tmp_path):
     """--dtype bf16 loads the agent's weights in bf16 (a pretrained student on a CPU); the default on a
     CPU is fp32, the scratch model's training precision."""
     _, model, _ = agent
-    assert {p.dtype for p in step.load_agent(model, "cpu")[0].parameters()} == {torch.float32}
-    assert {p.dtype for p in step.load_agent(model, "cpu", dtype="bf16")[0].parameters()} == {torch.bfloat16}
-    summary = step.evaluate(step.command_args("eval", model=model, split="test", tasks=1, task_types=TASK_TYPES,
-                                              out=tmp_path, max_new_tokens=8, max_invalid=2, dtype="bf16"))
+    assert {p.dtype for p in load_agent(model, "cpu")[0].parameters()} == {torch.float32}
+    assert {p.dtype for p in load_agent(model, "cpu", dtype="bf16")[0].parameters()} == {torch.bfloat16}
+    summary = pipeline.evaluate(AgentConfig(model=model, split="test", tasks=1, task_types=TASK_TYPES,
+                                            max_new_tokens=8, max_invalid=2, dtype="bf16"), tmp_path)
     assert summary["sciworld/test"]["episodes"] == len(read_jsonl(tmp_path / "episodes.jsonl")) == 1
 
 
@@ -179,6 +170,7 @@ def tiny_pipeline(run, *extra):
             "--parallel", "2", "--threads", "1", "--max-steps", "20", "--max-corrections", "20", *extra]
 
 
+@pytest.mark.slow
 def test_the_pipeline_runs_every_stage_per_seed_and_reruns_identically(tmp_path):
     """Two seeds, twice into two folders at once: the same files, byte for byte but for wall-clock
     fields (trajectories, models, episodes, results, figure); a third run resumes and finds it all done."""
@@ -247,20 +239,22 @@ def test_the_pipeline_runs_every_stage_per_seed_and_reruns_identically(tmp_path)
                if p.suffix in (".jsonl", ".safetensors", ".model"))
 
 
+@pytest.mark.slow
 def test_alfworld_golden_and_eval_commands(tmp_path):
     """`golden` and `eval` work unchanged on ALFWorld's real engine (the shipped games)."""
-    step.golden(step.command_args("golden", env="alfworld", split="train", tasks=6, out=tmp_path / "golden.jsonl"))
+    pipeline.golden(AgentConfig(env="alfworld", split="train", tasks=6), tmp_path / "golden.jsonl")
     golden = load_trajectories(tmp_path / "golden.jsonl")
     assert len(golden) == 6 and all(t["success"] and t["env"] == "alfworld" for t in golden)
     assert len({t["task"].split("/")[1].split("-")[0] for t in golden}) == 6  # round-robin: all six task types
     model = pipeline.scratch_model(tmp_path, golden, seed=0)
     for split in ("valid_seen", "valid_unseen"):
-        summary = step.evaluate(step.command_args("eval", env="alfworld", model=model, split=split, tasks=2,
-                                                  out=tmp_path / split, max_new_tokens=8, max_steps=4))
+        summary = pipeline.evaluate(AgentConfig(env="alfworld", model=model, split=split, tasks=2,
+                                                max_new_tokens=8, max_steps=4), tmp_path / split)
         assert summary[f"alfworld/{split}"]["episodes"] == 2
         assert summary[f"alfworld/{split}"]["metric"] == summary[f"alfworld/{split}"]["success_rate"] == 0.0
 
 
+@pytest.mark.slow
 def test_pipeline_runs_unchanged_on_alfworld(tmp_path):
     """The same pipeline on ALFWorld's real engine: planner golden data, evaluation on seen and unseen."""
     run = tmp_path / "run"
@@ -279,8 +273,8 @@ def test_pipeline_runs_unchanged_on_alfworld(tmp_path):
 
 def test_the_training_recipe_follows_model_and_device_unless_named():
     def settings(*argv):
-        args = step.build_parser().parse_args(["pipeline", *argv])
-        return pipeline.training_settings(args, pipeline.PRESETS["quick"], "stage3", seed=0)
+        cfg = step.config(pipeline.PipelineConfig, step.build_parser().parse_args(["pipeline", *argv]))
+        return pipeline.training_settings(cfg, pipeline.PRESETS["quick"], "stage3", seed=0)
 
     assert settings()["lr"] == 3e-3 and settings()["epochs"] == 6  # scratch: the preset's epochs
     assert settings("--model", "m", "--device", "cpu")["dtype"] == "bf16"
@@ -292,38 +286,11 @@ def test_the_training_recipe_follows_model_and_device_unless_named():
     assert settings("--model", "m", "--recipe", "pretrained-cpu", "--lr", "1e-4")["lr"] == 1e-4
 
 
-def test_golden_without_thoughts_is_the_earlier_turn_format():
-    golden = {"id": "g", "env": "sciworld", "split": "train", "task": "t", "source": "golden", "reward": 1.0,
-              "success": True, "messages": [
-                  {"role": "user", "content": "Find a plant.", "loss": False},
-                  {"role": "assistant", "content": "Thought: It grows there.\nAction: go to greenhouse", "loss": True,
-                   "thought": "It grows there.", "action": "go to greenhouse"},
-                  {"role": "user", "content": "You move to the greenhouse.", "loss": False},
-                  {"role": "assistant", "content": "Thought: Mine.\nAction: focus on fern", "loss": True}]}
-    plain = pipeline.without_thoughts(golden)
-    assert [m["content"] for m in plain["messages"]] == [
-        "Find a plant.", "Action: go to greenhouse", "You move to the greenhouse.", "Action: focus on fern"]
-    assert plain["messages"][1] == {"role": "assistant", "content": "Action: go to greenhouse", "loss": True,
-                                    "action": "go to greenhouse"}
-    assert golden["messages"][1]["thought"] == "It grows there."  # the original is left as it was
-
-
-def test_the_sciworld_expert_switch_reaches_the_environment_of_stage_2():
-    args = step.build_parser().parse_args(["pipeline", "--sciworld-expert", "gold-path"])
-    synthesize = step.command_args("synthesize", model="m", out="o", teacher_url="u",
-                                   sciworld_expert=args.sciworld_expert)
-    assert step.env_options(synthesize) == {"expert": "gold-path"}
-    assert step.env_options(step.command_args("synthesize", model="m", out="o", teacher_url="u")) == {}
-    with pytest.raises(step.StepError, match="an option of SciWorld, not alfworld"):
-        step.env_options(step.command_args("synthesize", model="m", out="o", teacher_url="u", env="alfworld",
-                                           sciworld_expert="gold-path"))
-
-
 def test_the_irreversible_switch_reaches_stage_2():
-    args = step.build_parser().parse_args(["pipeline", "--irreversible", "undo"])
-    synthesize = step.command_args("synthesize", model="m", out="o", **pipeline.teacher_options(args, teacher_url="u"))
-    assert synthesize.irreversible == "undo"
-    assert step.command_args("synthesize", model="m", out="o", teacher_url="u").irreversible == "end"
+    parse = step.build_parser().parse_args
+    assert step.config(pipeline.PipelineConfig, parse(["pipeline", "--irreversible", "undo"])).irreversible == "undo"
+    assert pipeline.PipelineConfig().irreversible == "end"
+    assert parse(["synthesize", "--model", "m", "--out", "o", "--teacher-url", "u"]).irreversible == "end"
     with pytest.raises(SystemExit):
         step.build_parser().parse_args(["pipeline", "--irreversible", "later"])
 
@@ -332,19 +299,22 @@ def test_the_step_undo_variant_gets_a_stage_2_of_its_own(tmp_path, monkeypatch):
     """step-undo trains on a second stage 2 that takes wrong irreversible steps back; step keeps the
     pipeline's own (--irreversible, end by default). The stages' commands, recorded."""
     calls = []
-    for command in ("train", "synthesize", "evaluate"):
-        monkeypatch.setattr(step, command, lambda args, command=command: calls.append((command, args)))
+    monkeypatch.setattr(pipeline, "train", lambda cfg: calls.append(("train", Path(cfg.out).name, cfg)))
+    monkeypatch.setattr(pipeline, "synthesize", lambda agent, teacher, out, **options: calls.append(
+        ("synthesize", Path(out).name, options)))
+    monkeypatch.setattr(pipeline, "evaluate", lambda agent, out: calls.append(("evaluate", Path(out).name, agent)))
     monkeypatch.setattr(pipeline, "split_d1_u2", lambda *a, **k: ([], []))
     args = step.build_parser().parse_args(["pipeline", "--quick", "--model", "m", "--teacher-url", "http://t",
                                            "--variants", "golden-only", "step", "step-undo"])
-    pipeline.run_seed(args, tmp_path, 0, pipeline.PRESETS["quick"], common={"env": "sciworld"})
-    stage2 = [(a.out.name, a.irreversible) for c, a in calls if c == "synthesize"]
+    cfg = step.config(pipeline.PipelineConfig, args)
+    pipeline.run_seed(cfg, tmp_path, 0, pipeline.PRESETS["quick"], common={"env": "sciworld"})
+    stage2 = [(name, options["irreversible"]) for c, name, options in calls if c == "synthesize"]
     assert stage2 == [("reflected.jsonl", "end"), ("reflected-undo.jsonl", "undo")]
-    stage3 = {a.out.name: [d.name for d in a.data] for c, a in calls if c == "train" and a.out.name != "base"}
+    stage3 = {name: [Path(d).name for d in a.data] for c, name, a in calls if c == "train" and name != "base"}
     assert stage3 == {"golden-only": ["d1.jsonl", "u2_golden.jsonl"], "step": ["d1.jsonl", "reflected.jsonl"],
                       "step-undo": ["d1.jsonl", "reflected-undo.jsonl"]}
-    assert {a.model.name for c, a in calls if c == "evaluate"} == {"base", "golden-only", "step", "step-undo"}
+    assert {Path(a.model).name for c, _, a in calls if c == "evaluate"} == {"base", "golden-only", "step", "step-undo"}
     calls.clear()
-    args.irreversible, args.variants = "undo", ["golden-only"]
-    pipeline.run_seed(args, tmp_path, 0, pipeline.PRESETS["quick"], common={"env": "sciworld"})
-    assert [(a.out.name, a.irreversible) for c, a in calls if c == "synthesize"] == [("reflected.jsonl", "undo")]
+    cfg.irreversible, cfg.variants = "undo", ["golden-only"]
+    pipeline.run_seed(cfg, tmp_path, 0, pipeline.PRESETS["quick"], common={"env": "sciworld"})
+    assert [(name, o["irreversible"]) for c, name, o in calls if c == "synthesize"] == [("reflected.jsonl", "undo")]

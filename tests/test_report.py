@@ -91,8 +91,6 @@ def test_variance_components_recover_a_known_two_way_grid():
     assert spread["rest"] == pytest.approx(0, abs=1e-6)
     assert spread["seed"] == pytest.approx(np.std([-10, 10], ddof=1), rel=1e-6)
     assert spread["task"] == pytest.approx(np.std([-20, 20] * 20, ddof=1), rel=1e-6)
-    assert report.predicted_half_width(spread, 2, 40) == pytest.approx(
-        1.96 * (spread["task"] ** 2 / 40 + spread["seed"] ** 2 / 2) ** 0.5)
     one_seed = report.variance_components(np.array([[0.0, 100.0] * 5]))
     assert one_seed["seed"] is None and one_seed["task"] == pytest.approx(np.std([0, 100] * 5, ddof=1))
 

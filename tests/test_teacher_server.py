@@ -16,10 +16,13 @@ import pytest
 import requests
 
 import pipeline
-import step
-from data import load_trajectories, read_jsonl, render_turn
+from data import StepError, load_trajectories, read_jsonl, render_turn
 from oracle import serve_oracle_teacher
-from teacher import is_placeholder
+from rollout import AgentConfig
+from teacher import TeacherConfig, is_placeholder
+from teacher_eval import teacher_eval
+
+pytestmark = pytest.mark.slow  # real servers: llama.cpp's and the oracle in a process of its own
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_TYPES = "lifespan-longest-lived,lifespan-shortest-lived"
@@ -73,14 +76,16 @@ def llm_teacher(tmp_path_factory):
 def agent(tmp_path_factory):
     """A random scratch model with a tokenizer trained on the golden trajectories of 4 train tasks."""
     root = tmp_path_factory.mktemp("agent")
-    step.golden(step.command_args("golden", split="train", tasks=4, task_types=TASK_TYPES, out=root / "golden.jsonl"))
+    pipeline.golden(AgentConfig(split="train", tasks=4, task_types=TASK_TYPES), root / "golden.jsonl")
     return pipeline.scratch_model(root, load_trajectories(root / "golden.jsonl"), seed=0)
 
 
-def synthesize_args(model, out, url, **overrides):
-    options = dict(model=model, split="train", tasks=4, task_types=TASK_TYPES, teacher_url=url, out=out,
-                   max_steps=4, max_corrections=20, parallel=1, max_new_tokens=12, threads=1)
-    return step.command_args("synthesize", **{**options, **overrides})
+def synthesize(model, out, url, teacher=None, **overrides):
+    """Stage 2 of `model` on 4 train tasks (or as `overrides` say) with the teacher at `url`."""
+    options = dict(model=model, split="train", tasks=4, task_types=TASK_TYPES, max_steps=4, parallel=1,
+                   max_new_tokens=12, threads=1)
+    return pipeline.synthesize(AgentConfig(**{**options, **overrides}), TeacherConfig(url=url, **(teacher or {})),
+                               out, max_corrections=20)
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +94,7 @@ def oracle_run(agent, tmp_path_factory):
     out = tmp_path_factory.mktemp("oracle") / "reflected.jsonl"
     server = serve_oracle_teacher("127.0.0.1", 0)
     try:
-        step.synthesize(synthesize_args(agent, out, f"http://127.0.0.1:{server.server_address[1]}",
-                                        tasks=2, max_steps=8))
+        synthesize(agent, out, f"http://127.0.0.1:{server.server_address[1]}", tasks=2, max_steps=8)
     finally:
         server.shutdown()
     return out
@@ -98,8 +102,8 @@ def oracle_run(agent, tmp_path_factory):
 
 def test_a_real_llm_teacher_judges_every_step(agent, llm_teacher, tmp_path):
     out = tmp_path / "reflected.jsonl"
-    summary = step.synthesize(synthesize_args(agent, out, llm_teacher, tasks=3, teacher_model="smollm2",
-                                              teacher_max_prompt_tokens=2000, teacher_max_answer_tokens=200))
+    summary = synthesize(agent, out, llm_teacher, tasks=3,
+                         teacher=dict(model="smollm2", max_prompt_tokens=2000, max_answer_tokens=200))
     episodes = read_jsonl(out)
     assert len(episodes) == len({e["task"] for e in episodes}) == summary["episodes"] == 3
     teacher = summary["teacher"]
@@ -127,10 +131,10 @@ def test_a_dead_teacher_stops_the_run_before_the_first_episode(agent, tmp_path):
         s.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
         url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
         t0 = time.monotonic()
-        with pytest.raises(step.StepError, match=f"the teacher did not answer a test request: teacher {url}"
+        with pytest.raises(StepError, match=f"the teacher did not answer a test request: teacher {url}"
                                                  r"/chat/completions: no answer after 2 attempts; last failure: "
                                                  "ConnectionError"):
-            step.synthesize(synthesize_args(agent, tmp_path / "reflected.jsonl", url))
+            synthesize(agent, tmp_path / "reflected.jsonl", url)
     assert time.monotonic() - t0 < 10 and not (tmp_path / "reflected.jsonl").exists()
 
 
@@ -145,19 +149,21 @@ def test_a_teacher_killed_mid_run_stops_it_and_the_rerun_finishes(agent, tmp_pat
         os.kill(teacher.pid, signal.SIGKILL)
     watcher = threading.Thread(target=kill_after_the_first_episode, daemon=True)
     watcher.start()
-    args = synthesize_args(agent, out, f"http://127.0.0.1:{port}", max_steps=8, parallel=2, teacher_max_failures=1)
-    with pytest.raises(step.StepError, match=r"the teacher is down \(1 requests in a row failed, .*\); the last "
+    def run():
+        return synthesize(agent, out, f"http://127.0.0.1:{port}", max_steps=8, parallel=2,
+                          teacher=dict(max_failures=1))
+    with pytest.raises(StepError, match=r"the teacher is down \(1 requests in a row failed, .*\); the last "
                                              rf"failure: teacher http://127.0.0.1:{port}/chat/completions: no answer "
                                              r"after 5 attempts; last failure: ConnectionError.*those in flight were "
                                              r"not written: run the same command again once the teacher is back"):
-        step.synthesize(args)
+        run()
     watcher.join()
     teacher.wait()
     first = read_jsonl(out)
     assert 1 <= len(first) < 4, "the teacher should die part-way"
     teacher = start_oracle(port, tmp_path / "oracle-again.log")
     try:
-        summary = step.synthesize(args)
+        summary = run()
     finally:
         teacher.kill()
     episodes = read_jsonl(out)
@@ -173,8 +179,8 @@ def test_teacher_eval_of_the_oracle_on_its_own_episodes(oracle_run):
     steps, wrong = sum(e["teacher_calls"] for e in episodes), sum(e["errors"] for e in episodes)
     server = serve_oracle_teacher("127.0.0.1", 0)
     try:
-        report = step.teacher_eval(step.command_args("teacher-eval", data=oracle_run, parallel=2,
-                                                     teacher_url=f"http://127.0.0.1:{server.server_address[1]}"))
+        report = teacher_eval(oracle_run, TeacherConfig(url=f"http://127.0.0.1:{server.server_address[1]}"),
+                              parallel=2)
     finally:
         server.shutdown()
     assert (report["episodes"], report["steps"], report["agreement"], report["parse_rate"]) == (2, steps, 1.0, 1.0)
@@ -184,9 +190,8 @@ def test_teacher_eval_of_the_oracle_on_its_own_episodes(oracle_run):
 
 
 def test_teacher_eval_of_a_real_llm(oracle_run, llm_teacher, tmp_path):
-    report = step.teacher_eval(step.command_args("teacher-eval", data=oracle_run, episodes=1, parallel=1,
-                                                 teacher_url=llm_teacher, teacher_model="smollm2",
-                                                 teacher_max_answer_tokens=200, out=tmp_path / "report.json"))
+    report = teacher_eval(oracle_run, TeacherConfig(url=llm_teacher, model="smollm2", max_answer_tokens=200),
+                          episodes=1, parallel=1, out=tmp_path / "report.json")
     steps = read_jsonl(oracle_run)[0]["teacher_calls"]  # the oracle's requests: one a step
     assert report["steps"] == report["judged_steps"] == steps and report["response_format"] == "json_object"
     counts = [n for verdicts in report["verdicts"].values() for n in verdicts.values()]

@@ -1,4 +1,4 @@
-"""step.py train: the loss, accumulation, checkpointing, resume, the saved model, partial masking,
+"""train.py (step.py train): the loss, accumulation, checkpointing, resume, the saved model, partial masking,
 the lean optimizer. A tiny LLaMA (dim 64, 2 layers) on hand-written trajectories, on the CPU."""
 import json
 import os
@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from data import IGNORE_INDEX, build_samples, collate, read_jsonl, render_turn
+from data import IGNORE_INDEX, StepError, build_samples, collate, read_jsonl, render_turn
 from model import ModelArgs, Transformer, load_model, save_model, train_tokenizer
-from step import (LOG, SUMMARY, LeanAdamW, StepError, accumulate_gradients, build_parser, count_trainable,
-                  estimate_memory, learning_rate, main, summed_token_loss, train, command_args)
+from optim import LeanAdamW, estimate_memory
+from step import build_parser, config, main
+from train import LOG, SUMMARY, TrainConfig, accumulate_gradients, count_trainable, learning_rate, summed_token_loss, train
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM = "You are an agent in a small text world. Reply with a Thought and an Action."
@@ -66,7 +67,7 @@ def tiny(tmp_path_factory):
 def run_args(tiny, out, **overrides):
     options = dict(model=tiny.model, data=[tiny.data], out=out, epochs=2, lr=3e-3, warmup=0.1, grad_accum=1,
                    batch_tokens=512, max_len=512, grad_ckpt=False, save_every=0, threads=1, device="cpu")
-    return command_args("train", **{**options, **overrides})
+    return TrainConfig(**{**options, **overrides})
 
 
 def gradients(model, micro_batches):
@@ -315,15 +316,19 @@ def test_command_line_options_and_defaults(tmp_path):
                                       "--no-mask-errors", "--no-grad-ckpt", "--memory", "lean"])
     assert (args.data, args.mask_errors, args.grad_ckpt, args.reflection, args.memory) == \
         (["a.jsonl", "b.jsonl"], False, False, True, "lean")
-    defaults = command_args("train", model="m", data="a.jsonl", out="o")
+    assert config(TrainConfig, args) == TrainConfig(model="m", data=["a.jsonl", "b.jsonl"], out="o",
+                                                    mask_errors=False, grad_ckpt=False, memory="lean")
+    defaults = config(TrainConfig, build_parser().parse_args(["train", "--model", "m", "--data", "a.jsonl", "--out", "o"]))
+    assert defaults == TrainConfig(model="m", data="a.jsonl", out="o")
     assert (defaults.epochs, defaults.lr, defaults.warmup, defaults.weight_decay, defaults.max_len) == \
         (3, 2e-5, 0.03, 0.0, 4096)
     assert defaults.grad_ckpt and defaults.mask_errors and defaults.reflection and not defaults.resume
-    assert command_args("train", model="m", data=["a"], out="o", epochs=1).epochs == 1
-    with pytest.raises(TypeError, match="no option named epoch"):
-        command_args("train", model="m", data=["a"], out="o", epoch=1)
+    assert TrainConfig(model="m", data=["a"], out="o", epochs=1).epochs == 1
+    with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'"):
+        TrainConfig(model="m", data=["a"], out="o", epoch=1)
 
 
+@pytest.mark.slow
 def test_progress_bar_redirected_to_a_file_stays_quiet(tiny, tmp_path):
     """`python step.py train ... 2> log`: 40 epochs are 40 steps, but the bar is drawn at most once
     a minute in a file (its first and last states here), not once a step."""

@@ -4,8 +4,11 @@ import socket
 import pytest
 
 import envs
+import rollout
 from envs import EnvServerError, WebShopEnv
 from webshop_fixture import WebShopFixture
+
+pytestmark = pytest.mark.slow  # an environment server on loopback
 
 
 @pytest.fixture
@@ -80,7 +83,7 @@ def test_run_episodes_scores_scripted_shoppers_and_frees_every_server_env(server
         return [f"Thought: next step.\nAction: {scripts[key.split('/')[-1]][sum(m['role'] == 'assistant' for m in h)]}"
                 for h, key in zip(histories, keys)]
 
-    trajs = envs.run_episodes(shopper, lambda: make_env(server), make_env(server).task_ids(), parallel=3)
+    trajs = rollout.run_episodes(shopper, lambda: make_env(server), make_env(server).task_ids(), parallel=3)
     assert [(t["reward"], t["success"], t["steps"], t["end_reason"]) for t in trajs] == [
         (1.0, True, 5, "done"), (0.75, False, 4, "done"), (1.0, True, 4, "done")]
     assert envs.summarize(trajs)["webshop/test"]["metric"] == pytest.approx(100 * 2.75 / 3)

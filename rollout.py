@@ -1,0 +1,382 @@
+"""Stage 2's heart and every rollout: the agent plays episodes, a teacher watching each step.
+
+    policy = make_policy(*load_agent("runs/quick/seed-0/base", "cpu"), max_new_tokens=128)
+    trajectories = run_episodes(policy, lambda: make_env("sciworld", "train"), task_ids, judge=teacher_judge)
+
+Each turn the policy answers for every live episode at once (one batched greedy generate, each
+episode's KV cache kept across its turns); the envs take the actions; the judge (teacher.py's client,
+or none in evaluation) is shown each step as an AgentStep and returns a Verdict. A step judged wrong
+stays in the trajectory with "loss": false (partial masking: apply_verdict is the one place that
+decides it), and the correction, "Reflection: ...\nThought: ...\nAction: ...", is executed and
+recorded after it (correct). A wrong step that cannot be undone ends the episode, or is taken back
+in the env first (undo). golden_trajectory replays the expert; run_agent adds a model, the task
+list and a resumable output file around run_episodes.
+"""
+import functools
+import json
+import logging
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import envs
+from data import append_jsonl, encode_prompt, end_of_turn_id, parse_action, parse_thought, read_jsonl, write_atomic
+from envs import AgentStep, expert_view, norm_action, step_facts
+from model import CachedDecoder, default_device, load_model, load_tokenizer, physical_cores
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentConfig:
+    """An agent and the tasks it plays: the options of `step.py eval` and `synthesize` (`golden`
+    uses the task options only: its agent is the engine's expert)."""
+    env: str = "sciworld"
+    split: str = "test"  # train, dev/seen or test/unseen (ALFWorld: valid_seen, valid_unseen...)
+    model: str | os.PathLike | None = None  # a Hugging Face LLaMA directory with its tokenizer
+    chat_format: str | None = None  # None: the checkpoint's
+    dtype: str | None = None  # "fp32" or "bf16" [fp32 on a CPU, bf16 on CUDA]
+    tasks: int | None = None  # the first N tasks, round-robin over task families
+    task_file: str | os.PathLike | None = None  # task ids, one a line (instead of tasks)
+    task_types: str | None = None  # comma-separated SciWorld task families to draw from
+    eval_set: str | None = None  # a published list of the split's tasks (envs.EVAL_SETS)
+    parallel: int = 8  # episodes at once (one batched generate per step)
+    max_invalid: int | None = None  # end an episode after this many invalid actions in a row
+    max_new_tokens: int = 128  # reply length limit per turn
+    max_steps: int | None = None  # episode limit [the environment's]
+    device: str | None = None  # [cuda if available, else cpu]
+    threads: int | None = None  # CPU threads for the model [physical cores]
+
+    def env_options(self, listed=None):
+        """make_env's options: task_types narrows the task families (SciWorld; a task list asks for
+        exactly the families it names), max_steps overrides the episode limit."""
+        options = {"tasks": self.task_types.split(",")} if self.task_types else {}
+        if listed and self.env == "sciworld":
+            options["tasks"] = sorted({envs.task_family(self.env, t) for t in listed})
+        return {**options, "max_steps": self.max_steps} if self.max_steps else options
+
+    def listed(self):
+        """The task ids that task_file or eval_set name, in their order; None when neither is given."""
+        return envs.listed_tasks(self.env, self.split, self.task_file, self.eval_set)
+
+    def new_env(self, listed=None):
+        return envs.make_env(self.env, self.split, **self.env_options(listed))
+
+    def select_tasks(self, env, listed):
+        """The tasks to play: the first `tasks` of the listed ones or of env's split, round-robin over families."""
+        return envs.select_tasks(self.env, env.task_ids(), self.tasks, listed)
+
+
+# ----------------------------------------------------------------------------- episodes
+
+INVALID_FORMAT = ("Invalid format: your reply has no action. Reply with \"Thought: <your reasoning>\" "
+                  "and then \"Action: <one action>\".")
+GOLDEN_MAX_STEPS = 1000  # gold paths are at most ~200 actions: more means the expert is lost
+
+
+def message(role, content, loss=False, **fields):
+    return {"role": role, "content": content, "loss": loss, **fields}
+
+
+class Episode:
+    """One episode: its messages so far, the statistics of its trajectory, and why it ended."""
+
+    def __init__(self, env, task_id, max_invalid=None, max_steps=None, undo_irreversible=False):
+        self.env, self.task_id, self.max_invalid = env, task_id, max_invalid
+        # A wrong step that cannot be undone: taken back in the env and corrected (True), or the end
+        # of the episode (False). self.undoable: the last step is one the run would take back.
+        self.undo_irreversible, self.undoable = undo_irreversible, False
+        self.id = f"{env.name}/{env.split}/{task_id}"
+        self.max_steps = max_steps
+        self.task, self.messages = "", [message("system", env.instruction)]
+        self.steps = self.invalid_run = self.invalid = self.corrections = self.errors = 0
+        self.unjudged = self.teacher_calls = self.taken_back = 0
+        self.teacher_latency_s = self.best = self.best_before = 0.0
+        self.won, self.end_reason = False, None
+        self.since_progress = set()  # (action, observation) of the judged steps since the last progress
+
+    def begin(self):
+        self.task = self.env.reset(self.task_id)
+        self.max_steps = self.max_steps or self.env.max_steps  # per task in SciWorld: read after reset
+        self.messages.append(message("user", self.task))
+
+    def execute(self, content, action, fields=None):
+        """Records an assistant turn, executes its action (a turn without one is an invalid step),
+        records the observation and decides whether the episode is over."""
+        if action is None:
+            observation, reward, done, info = INVALID_FORMAT, 0.0, False, {"score": 0.0, "won": False, "invalid": True}
+        else:
+            observation, reward, done, info = self.env.step(action)
+        self.messages += [message("assistant", content, loss=True, **(fields or {})), message("user", observation)]
+        self.steps += 1
+        self.best_before = self.best
+        self.best, self.won = max(self.best, info["score"]), self.won or info["won"]
+        self.invalid += info["invalid"]
+        self.invalid_run = self.invalid_run + 1 if info["invalid"] else 0
+        if done:
+            self.end_reason = "done"
+        elif self.max_invalid and self.invalid_run >= self.max_invalid:
+            self.end_reason = "invalid_actions"
+        elif self.steps >= self.max_steps:
+            self.end_reason = "max_steps"
+        return observation, reward, done, info
+
+    def take_back(self):
+        """Takes the last step back in the env: it stays in the messages (judged wrong), and the episode
+        goes on from the state before it."""
+        self.env.undo()
+        self.messages[-2]["taken_back"] = True  # the wrong turn; [-1] is its observation
+        self.best, self.won, self.undoable = self.best_before, False, False
+        self.taken_back += 1
+        self.end_reason = None
+
+    def trajectory(self, source):
+        messages = self.messages[:-1] if self.steps else self.messages  # the last observation teaches nothing
+        return {"id": self.id, "env": self.env.name, "split": self.env.split, "task": self.task_id,
+                "source": source, "messages": messages, "reward": self.best, "success": self.won,
+                "steps": self.steps, "end_reason": self.end_reason, "errors": self.errors,
+                "corrections": self.corrections, "taken_back": self.taken_back, "invalid_actions": self.invalid,
+                "unjudged": self.unjudged, "teacher_calls": self.teacher_calls, "teacher_latency_s": round(self.teacher_latency_s, 3)}
+
+
+def agent_step(episode, reply, judged):
+    """Executes the agent's reply; returns what the judge is shown (an AgentStep), or None when
+    nobody judges it: no judge, the step ended the episode by winning or running out of steps, or
+    the engine asked which thing it meant (the answer is judged). A step that cannot be undone is
+    judged, and ends the episode, unless the episode takes such steps back when they are judged
+    wrong (undo_if_wrong: the teacher is told so)."""
+    history, action, env = list(episode.messages), parse_action(reply), episode.env
+    before = expert_view(env) if judged else None
+    observation, reward, done, info = episode.execute(reply, action)
+    failed = done and not info["won"]
+    if not judged or episode.end_reason and not failed or info.get("question"):
+        return None
+    done_before = (norm_action(action), observation) if action is not None else None
+    facts = step_facts(before, expert_view(env), info, done, done_before in episode.since_progress)
+    if None not in (facts.plan_before, facts.plan_after) and facts.plan_after < facts.plan_before:
+        episode.since_progress.clear()
+    episode.since_progress.add(done_before)
+    if facts.irreversible and not episode.end_reason:
+        episode.end_reason = "irreversible"
+    episode.undoable = facts.irreversible and episode.undo_irreversible
+    return AgentStep(env=env.name, split=env.split, task_id=episode.task_id, instruction=env.instruction,
+                     task=episode.task, history=history, reply=reply, thought=parse_thought(reply), action=action,
+                     observation=observation, reward=reward, done=done, facts=facts,
+                     undo_if_wrong=episode.undoable)
+
+
+def apply_verdict(episode, verdict, max_corrections):
+    """Books the judge's Verdict on the episode's last step. A wrong step is masked here, the one
+    place that decides it: it stays in the context with "error": true and "loss": false (data.py
+    gives it no labels). Returns the correction to execute (none when the step ended the episode,
+    unless the episode takes such a step back, or when the episode has had its corrections)."""
+    episode.teacher_calls += verdict.calls
+    episode.teacher_latency_s += verdict.latency_s
+    if verdict.verdict not in ("correct", "unjudged", "wrong") or verdict.verdict == "wrong" and not (
+            verdict.action and verdict.content):
+        raise ValueError(f"judge: expected a verdict correct, unjudged or wrong (with an action and its "
+                         f"content), got {verdict!r}")
+    if verdict.verdict == "unjudged":
+        episode.unjudged += 1
+    if verdict.verdict != "wrong":
+        return None
+    episode.errors += 1
+    episode.messages[-2].update(error=True, loss=False)  # the wrong step stays in context, without loss
+    if episode.end_reason and not episode.undoable or episode.steps >= episode.max_steps:
+        return None
+    if episode.corrections >= max_corrections:
+        episode.end_reason = episode.end_reason or "max_corrections"
+        return None
+    episode.corrections += 1
+    return verdict
+
+
+def correct(episode, verdict):
+    """Splices the teacher's correction into the episode: after taking the wrong step back when the
+    episode does that, the turn "Reflection: ...\nThought: ...\nAction: ..." (verdict.content) is
+    recorded with its parts and its action executed; it is trained on."""
+    if episode.undoable:
+        episode.take_back()
+    fields = {"reflection": verdict.reflection, "thought": verdict.thought, "action": verdict.action}
+    episode.execute(verdict.content, verdict.action, fields)
+    episode.since_progress.clear()  # the teacher's action is taken as progress
+
+
+def run_episodes(policy, env_factory, task_ids, *, parallel=8, judge=None, max_corrections=3,
+                 max_invalid=None, undo_irreversible=False, done_ids=(), on_episode=None, desc="episodes"):
+    """Plays one episode per task id (those in done_ids skipped) in `parallel` slots, each with its
+    own env from env_factory(). Each step calls policy(histories, keys) once for all live
+    episodes, steps their envs concurrently, then calls judge(step) concurrently for each (when
+    given). An engine error ends only its episode (end_reason "env_error: ...") and the slot gets
+    a new env. A wrong step that cannot be undone ends its episode, or with undo_irreversible is
+    taken back in the env and corrected (Episode.take_back). Returns the trajectories in task_ids
+    order; on_episode(trajectory) as each ends."""
+    skip = set(done_ids)
+    todo = [t for t in task_ids if t not in skip]
+    if len(set(todo)) != len(todo):
+        raise ValueError("run_episodes: task_ids has duplicates")
+    pending, finished = deque(todo), {}
+    slots = [Slot() for _ in range(min(parallel, len(todo)))]
+    source, judged = ("agent", False) if judge is None else ("reflected", True)
+    bar = tqdm(total=len(todo), desc=desc)
+
+    def finish_ended(some_slots):
+        for slot in some_slots:
+            if slot.episode and slot.episode.end_reason:
+                traj = slot.finish(source)
+                finished[traj["task"]] = traj
+                done = finished.values()
+                bar.set_postfix(success=f"{sum(t['success'] for t in done) / len(done):.0%}",
+                                score=f"{100 * sum(t['reward'] for t in done) / len(done):.1f}", refresh=False)
+                bar.update()
+                if on_episode:
+                    on_episode(traj)
+
+    def fill_free_slots(pool):
+        while pending and (free := [s for s in slots if s.episode is None]):
+            starts = [(s, pending.popleft()) for s in free[:len(pending)]]
+            list(pool.map(lambda st: st[0].guard(st[0].start, env_factory, st[1], max_invalid, undo_irreversible),
+                          starts))
+            finish_ended(s for s, _ in starts)  # failed resets
+
+    with ThreadPoolExecutor(max(1, len(slots))) as pool:
+        try:
+            while True:
+                fill_free_slots(pool)
+                live = [s for s in slots if s.episode]
+                if not live:
+                    break
+                replies = policy([s.episode.messages for s in live], [s.episode.id for s in live])
+                if len(replies) != len(live):
+                    raise ValueError(f"policy returned {len(replies)} replies for {len(live)} histories")
+                steps = list(pool.map(lambda s, r: s.guard(agent_step, s.episode, r, judged), live, replies))
+                finish_ended(s for s, step in zip(live, steps) if step is None)  # the others after their verdict
+                asked = [(s, step) for s, step in zip(live, steps) if step is not None]
+                verdicts = list(pool.map(lambda a: judge(a[1]), asked))
+                fixes = [(s, v) for (s, _), v in zip(asked, verdicts) if apply_verdict(s.episode, v, max_corrections)]
+                list(pool.map(lambda f: f[0].guard(correct, f[0].episode, f[1]), fixes))
+                finish_ended(s for s, _ in asked)
+        finally:
+            for slot in slots:
+                slot.close_env()
+            bar.close()
+    return [finished[t] for t in todo]
+
+
+class Slot:
+    """One parallel slot: an env (created on first use, re-created after an engine error) and the
+    episode playing in it."""
+
+    def __init__(self):
+        self.env = self.episode = None
+
+    def start(self, env_factory, task_id, max_invalid, undo_irreversible=False):
+        self.env = self.env or env_factory()
+        self.episode = Episode(self.env, task_id, max_invalid, undo_irreversible=undo_irreversible)
+        self.episode.begin()
+
+    def guard(self, fn, *args):
+        """fn(*args), engine work: an engine's exception ends the episode instead of the run."""
+        try:
+            return fn(*args)
+        except Exception as e:
+            if self.episode is None:  # env_factory failed: no env to run anything in
+                raise
+            log.warning("%s: %s failed", self.episode.id, getattr(fn, "__name__", fn), exc_info=True)
+            self.episode.end_reason = f"env_error: {type(e).__name__}: {e}"
+
+    def finish(self, source):
+        traj, self.episode = self.episode.trajectory(source), None
+        if traj["end_reason"].startswith("env_error"):
+            log.warning("%s: %s; the slot gets a new env", traj["id"], traj["end_reason"])
+            self.close_env()
+        return traj
+
+    def close_env(self):
+        if self.env is not None:
+            env, self.env = self.env, None
+            try:
+                env.close()
+            except Exception as e:
+                log.warning("closing %s env: %s: %s", env.name, type(e).__name__, e)
+
+
+def golden_trajectory(env, task_id):
+    """The expert's trajectory: expert_action() played until done; turns are "Action: <action>"
+    (experts give no thoughts: oracle.annotate_golden adds them). Raises RuntimeError when the
+    expert does not succeed."""
+    episode = Episode(env, task_id, max_steps=GOLDEN_MAX_STEPS)
+    episode.begin()  # GOLDEN_MAX_STEPS, not the agent's limit: some gold paths are longer
+    while not episode.end_reason:
+        action = env.expert_action()
+        if action is None:
+            raise RuntimeError(f"{episode.id}: the expert has no action after {episode.steps} steps "
+                               f"and the episode is not done (score {episode.best})")
+        episode.execute(f"Action: {action}", action)
+    if not episode.won:
+        raise RuntimeError(f"{episode.id}: the expert's episode ended ({episode.end_reason}) without success "
+                           f"(score {episode.best}); last observation: {episode.messages[-1]['content'][:200]!r}")
+    return episode.trajectory("golden")
+
+
+# ----------------------------------------------------------------------------- the agent
+
+AGENT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def load_agent(path, device, chat_format=None, dtype=None):
+    """The agent's model and tokenizer; dtype None: fp32 on a CPU (a tiny model's greedy choices stay
+    those of its training precision), bf16 on a GPU."""
+    dtype = AGENT_DTYPES[dtype or ("fp32" if device == "cpu" else "bf16")]
+    return load_model(path, device=device, dtype=dtype).eval(), load_tokenizer(path, chat_format)
+
+
+def make_policy(model, tokenizer, max_new_tokens):
+    """The agent: one batched, greedy generate per step over all live episodes, each episode's KV
+    cache kept across its turns. A reply ends at the chat format's end of turn (or at EOS)."""
+    decoder = CachedDecoder(model)
+    stop_ids = {end_of_turn_id(tokenizer), tokenizer.eos_id} - {None}
+
+    def policy(histories, keys):
+        prompts = [encode_prompt(tokenizer, h) for h in histories]
+        replies = decoder.generate(keys, prompts, max_new_tokens, eos_id=stop_ids)
+        return [tokenizer.decode(r) for r in replies]
+    return policy
+
+
+def finished_ids(path):
+    return {t["task"] for t in read_jsonl(path)} if Path(path).exists() else set()
+
+
+def run_agent(cfg: AgentConfig, out_file, judge=None, max_corrections=0, undo_irreversible=False,
+              mark=lambda trajectory: trajectory):
+    """Episodes of the agent in cfg.model on the selected tasks, appended to out_file as they finish
+    (so that a rerun resumes), then rewritten in task order: the file does not depend on which
+    episode finished first."""
+    torch.set_num_threads(cfg.threads or physical_cores())  # float reductions depend on the thread count
+    model, tokenizer = load_agent(cfg.model, cfg.device or default_device(), cfg.chat_format, cfg.dtype)
+    listed = cfg.listed()
+    new_env = functools.partial(cfg.new_env, listed)
+    spare = [new_env()]  # lists the tasks, then serves as the first slot's env (a JVM start saved)
+    task_ids = cfg.select_tasks(spare[0], listed)
+    try:
+        run_episodes(make_policy(model, tokenizer, cfg.max_new_tokens),
+                     lambda: spare.pop() if spare else new_env(), task_ids, parallel=cfg.parallel,
+                     judge=judge, max_corrections=max_corrections, max_invalid=cfg.max_invalid,
+                     undo_irreversible=undo_irreversible,
+                     done_ids=finished_ids(out_file), on_episode=lambda t: append_jsonl(out_file, mark(t)))
+    finally:
+        for env in spare:  # unused when every task was already done
+            env.close()
+    by_task, selected = {t["task"]: t for t in read_jsonl(out_file)}, set(task_ids)
+    in_task_order = [by_task[t] for t in task_ids if t in by_task] + [t for t in by_task.values()
+                                                                       if t["task"] not in selected]
+    text = "".join(json.dumps(t) + "\n" for t in in_task_order)
+    if Path(out_file).read_text() != text:  # untouched when already in order (a finished rerun)
+        write_atomic(out_file, text)
+    return [by_task[t] for t in task_ids if t in by_task]
