@@ -12,6 +12,8 @@ student: the pretrained student SmolLM2-135M-Instruct (--student DIR, else conve
        model.py vs transformers on the same weights.
 envs:  SciWorld step latency through envs.py vs the stock env.step on the same actions; episodes
        per minute of the built-in default's agent with 1 vs 8 parallel episodes.
+expert: ALFWorld's planner as stage 2's oracle asks it, along expert and noisy episodes: planning only
+       after a step off the plan vs after every step ($ALFWORLD_DATA's games, else the shipped ones).
 synthesis: episodes per minute with 1 vs 8 parallel episodes against the oracle teacher delayed
        by 0.5 s a call.
 gpu:   (CUDA only) bf16 logits parity with transformers on a LLaMA-2-7B-shaped stack; training tokens/s
@@ -182,6 +184,50 @@ def bench_envs(device):
     report("step latency, mean (ratio: stock / ours)", 1000 * statistics.mean(ours), 1000 * statistics.mean(stock),
            "ms", higher_is_better=False, names=("envs.py", "stock env.step"))
     agent_episodes_per_minute(device)
+
+
+def bench_expert(device, n_games=6, noisy_every=3, max_steps=40):
+    """ALFWorld's planner as the oracle asks it (plan and next action before and after every step),
+    along the expert's own episodes and along a noisy agent that steps off the plan (`look`) every
+    `noisy_every` steps: expert queries a second, planning only after a step off the plan (envs.py)
+    against planning after every step. $ALFWORLD_DATA's valid_unseen games, else the shipped ones."""
+    import random
+
+    import envs
+
+    class ReplanEveryStep(envs.AlfWorldEnv):
+        def step(self, action):
+            answer = super().step(action)
+            self._plan = None
+            return answer
+
+    def play(env, task_id, noisy):
+        queries, spent = 0, 0.0
+        env.reset(task_id)
+        for n in range(max_steps):
+            start = time.perf_counter()
+            plan, _ = envs.expert_view(env)
+            spent, queries = spent + time.perf_counter() - start, queries + 2
+            if not plan:
+                break
+            off_plan = noisy and n % noisy_every == noisy_every - 1
+            env.step("look" if off_plan else plan[0])
+        return queries, spent
+
+    probe = envs.make_env("alfworld", "valid_unseen")
+    task_ids = envs.select_tasks("alfworld", probe.task_ids(), n_games)
+    probe.close()
+    print(f"expert: ALFWorld's planner, {len(task_ids)} valid_unseen games of {probe.data_dir}")
+    for noisy in (False, True):
+        rates = {}
+        for name, env_class in (("plan after a step off the plan", envs.AlfWorldEnv),
+                                ("plan after every step", ReplanEveryStep)):
+            env = env_class("valid_unseen")
+            totals = [play(env, t, noisy) for t in task_ids]
+            env.close()
+            rates[name] = sum(q for q, _ in totals) / sum(s for _, s in totals)
+        report(f"{'noisy agent (off the plan every %d steps)' % noisy_every if noisy else 'expert episodes'}: "
+               "expert queries/s", *rates.values(), "q/s", names=tuple(rates))
 
 
 def timed_once(fn, *args):
@@ -491,8 +537,8 @@ def report_training(steps, args, seq, device, accumulations=(1, 16)):
     print("  optimizer step (clip included): " + ", ".join(f"{n} {1 / rates[n, 1]:.2f} s" for n in names))
 
 
-SECTIONS = {"model": bench_model, "train": bench_train, "envs": bench_envs, "synthesis": bench_synthesis,
-            "student": bench_student, "agent": bench_agent, "gpu": bench_gpu}
+SECTIONS = {"model": bench_model, "train": bench_train, "envs": bench_envs, "expert": bench_expert,
+            "synthesis": bench_synthesis, "student": bench_student, "agent": bench_agent, "gpu": bench_gpu}
 
 
 def main():

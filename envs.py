@@ -560,7 +560,7 @@ cool it with a fridge Y, wash it in a sinkbasin Y
 - slice X with Y: slice object X with the knife Y you carry
 - use X: switch lamp X on or off
 - examine X: look closely at an object or receptacle
-- look: describe where you are; inventory: say what you carry
+- look: describe where you are; inventory: say what you carry; help: list the commands
 You must go to a receptacle before you act on it or on what it holds. "Nothing happens." means \
 the command was not possible."""
 
@@ -596,7 +596,9 @@ def default_alfworld_data():
 @lru_cache(maxsize=None)
 def alfworld_games(data_dir, split):
     """{task id: game file} of a split, the games ALFWorld itself would play: solvable ones, no
-    movable-receptacle or sliced variants. Task id = game folder relative to json_2.1.1."""
+    movable-receptacle or sliced variants (as their folder names say). Task id = game folder relative to
+    json_2.1.1. A game is its game.tw-pddl alone, as the release's json_2.1.2_tw-pddl archive has it;
+    traj_data.json beside it (ALFRED's annotations) is not read."""
     root = os.path.join(data_dir, "json_2.1.1")
     split_dir = os.path.join(root, split)
     if not os.path.isdir(split_dir):
@@ -604,7 +606,7 @@ def alfworld_games(data_dir, split):
         raise FileNotFoundError(f"ALFWorld split {split!r}: no folder {split_dir} (splits there: {found})")
     games = {}
     for folder, _, files in os.walk(split_dir):
-        if "traj_data.json" not in files or "game.tw-pddl" not in files or "movable" in folder or "Sliced" in folder:
+        if "game.tw-pddl" not in files or "movable" in folder or "Sliced" in folder:
             continue
         path = os.path.join(folder, "game.tw-pddl")
         with open(path) as f:
@@ -672,16 +674,21 @@ class AlfWorldEnv(ReplayUndo):
             raise RuntimeError("ALFWorld: step() before reset()")
         with alfworld_engine():
             self._state, _, _ = self._tw.step(action)
-        self._plan = None
         self._actions.append(action)
         obs, won = self._state.feedback, bool(self._state["won"])
-        return obs, float(won), won, {"score": float(won), "won": won, "invalid": obs == ALFWORLD_INVALID}
+        invalid = obs == ALFWORLD_INVALID
+        # The plan's next action done: the rest of the plan still wins from here (the game is
+        # deterministic), so the planner is asked again only after a step off the plan.
+        followed = self._plan and not invalid and norm_action(action) == norm_action(self._plan[0])
+        self._plan = self._plan[1:] if followed else None
+        return obs, float(won), won, {"score": float(won), "won": won, "invalid": invalid}
 
     def expert_plan(self):
         """The PDDL planner's plan from the current state: [] once won, None if it finds none.
         It is the plan AlfredExpert(PLANNER) reads from textworld's policy_commands (that wrapper is
-        what alfworld 0.4.2's AlfredTWEnv fails to install), but planned only when asked: textworld
-        would replan on every step: ~1 ms on the shipped scenes, up to seconds on real-size ones."""
+        what alfworld 0.4.2's AlfredTWEnv fails to install), but planned only when asked and only
+        after a step off the last plan: textworld would replan on every step (~1 ms on the shipped
+        scenes, up to seconds on the benchmark's)."""
         if self._state is None:
             raise RuntimeError("ALFWorld: expert_plan() before reset()")
         if self._state["won"]:

@@ -2,6 +2,7 @@
 import collections
 import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -99,6 +100,39 @@ def test_undo_replays_the_game_to_the_state_before_the_last_step():
     env.undo()
     env.undo()
     assert env.step("take pen 1 from sidetable 1")[3]["invalid"]  # back in the middle of the room
+    env.close()
+
+
+def test_a_game_folder_of_the_release_needs_only_its_game_file(tmp_path):
+    """alfworld's release ships game.tw-pddl alone (no traj_data.json, no initial_state.pddl): such a
+    folder is found, and the engine plays it."""
+    folder = tmp_path / "json_2.1.1" / PEN_GAME
+    folder.mkdir(parents=True)
+    shutil.copyfile(os.path.join(ALFWORLD_SHIPPED, "json_2.1.1", PEN_GAME, "game.tw-pddl"), folder / "game.tw-pddl")
+    env = AlfWorldEnv("valid_seen", data_dir=tmp_path)
+    assert env.task_ids() == [PEN_GAME]
+    assert env.reset(PEN_GAME).endswith("Your task is to: put some pen on drawer.")
+    assert env.expert_action() == "go to sidetable 1"
+    env.close()
+
+
+def test_the_planner_is_asked_again_only_after_a_step_off_its_plan(monkeypatch):
+    env = shipped("valid_seen")
+    env.reset(PEN_GAME)
+    plan = env.expert_plan()
+    calls = []
+    replan = type(env._tw.unwrapped._pddl_state).replan
+    monkeypatch.setattr(type(env._tw.unwrapped._pddl_state), "replan",
+                        lambda self, *a: calls.append(1) or replan(self, *a))
+    env.step(plan[0])
+    assert env.expert_plan() == plan[1:] and env.expert_action() == plan[1] and calls == []  # on the plan
+    env.step("look")  # off the plan: asked again, and it still wins from here
+    assert env.expert_plan() == plan[1:] and len(calls) == 1
+    env.step("put pen 1 in drawer 1")  # rejected ("Nothing happens."): asked again
+    assert env.expert_plan() == plan[1:] and len(calls) == 2
+    for action in plan[1:]:
+        env.step(action)
+    assert env.expert_plan() == [] and len(calls) == 2
     env.close()
 
 

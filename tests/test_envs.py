@@ -384,14 +384,14 @@ def test_a_reply_without_action_uses_a_step_until_max_steps(sciworlds):
     assert traj["messages"][5]["content"].startswith("This room is called the kitchen.")
 
 
-def correction(action):
+def corrected_turn(action):
     return f"Reflection: That was not an action.\nThought: I {action}.\nAction: {action}"
 
 
 def wrong(step, calls=2):
     action = step.facts.expert_after
     return Verdict("wrong", reflection="That was not an action.", thought=f"I {action}.", action=action,
-                   content=correction(action), calls=calls, latency_s=0.25)
+                   content=corrected_turn(action), calls=calls, latency_s=0.25)
 
 
 def expert_of(lent, key):
@@ -429,7 +429,7 @@ def test_the_judge_sees_the_facts_and_corrects_wrong_steps(sciworlds):
         assert traj["messages"][3]["content"] == "No known action matches that input."
         assert correction == {"role": "assistant", "loss": True, "reflection": "That was not an action.",
                               "thought": f"I {expert}.", "action": expert,
-                              "content": correction(expert)}
+                              "content": corrected_turn(expert)}
         assert traj["messages"][5]["content"] != "No known action matches that input."
         assert sum(m.get("error", False) for m in traj["messages"]) == 1
         assert (traj["source"], traj["end_reason"], traj["success"], traj["errors"], traj["corrections"]) == (
