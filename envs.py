@@ -659,7 +659,7 @@ class AlfWorldEnv(ReplayUndo):
             raise KeyError(f"ALFWorld {self.split}: no game {task_id!r} under {self.data_dir} (e.g. {example!r})")
         import textworld
         from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
-        path, self._state, self._plan = self._games[task_id], None, None
+        path, self._state = self._games[task_id], None
         self._task_id, self._actions = task_id, []
         with alfworld_engine():
             if self._tw is None:
@@ -667,6 +667,8 @@ class AlfWorldEnv(ReplayUndo):
             else:
                 self._tw.load(path)
             self._state = self._tw.reset()
+        with open(path) as f:  # the game's walkthrough: a winning plan from the start, so none is searched for
+            self._plan = json.load(f).get("walkthrough") or None
         return self._state.feedback.removeprefix(ALFWORLD_BANNER).strip()
 
     def step(self, action):
@@ -687,8 +689,9 @@ class AlfWorldEnv(ReplayUndo):
         """The PDDL planner's plan from the current state: [] once won, None if it finds none.
         It is the plan AlfredExpert(PLANNER) reads from textworld's policy_commands (that wrapper is
         what alfworld 0.4.2's AlfredTWEnv fails to install), but planned only when asked and only
-        after a step off the last plan: textworld would replan on every step (~1 ms on the shipped
-        scenes, up to seconds on the benchmark's)."""
+        after a step off the last plan (from the start, the game file's walkthrough is the plan):
+        textworld would replan on every step (~1 ms on the shipped scenes, up to seconds on the
+        benchmark's)."""
         if self._state is None:
             raise RuntimeError("ALFWorld: expert_plan() before reset()")
         if self._state["won"]:

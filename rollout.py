@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
 import torch
 from tqdm import tqdm
 
@@ -51,6 +52,7 @@ class AgentConfig:
     max_steps: int | None = None  # episode limit [the environment's]
     device: str | None = None  # [cuda if available, else cpu]
     threads: int | None = None  # CPU threads for the model [physical cores]
+    student_url: str | None = None  # the model served at this OpenAI-compatible URL (e.g. vLLM) instead of in-process
 
     def env_options(self, listed=None):
         """make_env's options: task_types narrows the task families (SciWorld; a task list asks for
@@ -336,16 +338,49 @@ def load_agent(path, device, chat_format=None, dtype=None):
     return load_model(path, device=device, dtype=dtype).eval(), load_tokenizer(path, chat_format)
 
 
+def stop_ids(tokenizer):
+    """The ids that end a reply: the chat format's end of turn, and EOS."""
+    return {end_of_turn_id(tokenizer), tokenizer.eos_id} - {None}
+
+
 def make_policy(model, tokenizer, max_new_tokens):
     """The agent: one batched, greedy generate per step over all live episodes, each episode's KV
     cache kept across its turns. A reply ends at the chat format's end of turn (or at EOS)."""
     decoder = CachedDecoder(model)
-    stop_ids = {end_of_turn_id(tokenizer), tokenizer.eos_id} - {None}
+    ends = stop_ids(tokenizer)
 
     def policy(histories, keys):
         prompts = [encode_prompt(tokenizer, h) for h in histories]
-        replies = decoder.generate(keys, prompts, max_new_tokens, eos_id=stop_ids)
+        replies = decoder.generate(keys, prompts, max_new_tokens, eos_id=ends)
         return [tokenizer.decode(r) for r in replies]
+    return policy
+
+
+def served_policy(url, tokenizer, max_new_tokens, timeout=600.0):
+    """The agent served by an OpenAI-compatible /completions endpoint that takes prompts as token ids
+    and returns the generated ids (vLLM: `return_token_ids`): every live episode's prompt, encoded
+    exactly as in training, in one request, greedy, ending at the chat format's end of turn; the
+    server batches and caches the prompts itself."""
+    url = url.rstrip("/")
+    session = requests.Session()
+    try:
+        served = session.get(f"{url}/models", timeout=timeout)
+        served.raise_for_status()
+        model_name = served.json()["data"][0]["id"]
+    except (requests.RequestException, ValueError, KeyError, IndexError) as e:
+        raise ValueError(f"student server {url}: no model listed at {url}/models ({type(e).__name__}: {e})") from None
+    ends = sorted(stop_ids(tokenizer))
+
+    def policy(histories, keys):
+        body = {"model": model_name, "prompt": [encode_prompt(tokenizer, h) for h in histories],
+                "max_tokens": max_new_tokens, "temperature": 0.0, "stop_token_ids": ends,
+                "return_token_ids": True, "skip_special_tokens": False}
+        reply = session.post(f"{url}/completions", json=body, timeout=timeout)
+        if reply.status_code != 200:
+            raise RuntimeError(f"student server {url}/completions: HTTP {reply.status_code}: {reply.text[:300]}")
+        choices = sorted(reply.json()["choices"], key=lambda c: c["index"])
+        replies = [c["token_ids"] for c in choices]
+        return [tokenizer.decode(ids[:-1] if ids and ids[-1] in ends else ids) for ids in replies]
     return policy
 
 
@@ -359,14 +394,17 @@ def run_agent(cfg: AgentConfig, out_file, judge=None, max_corrections=0, undo_ir
     (so that a rerun resumes), then rewritten in task order: the file does not depend on which
     episode finished first."""
     torch.set_num_threads(cfg.threads or physical_cores())  # float reductions depend on the thread count
-    model, tokenizer = load_agent(cfg.model, cfg.device or default_device(), cfg.chat_format, cfg.dtype)
+    if cfg.student_url:
+        policy = served_policy(cfg.student_url, load_tokenizer(cfg.model, cfg.chat_format), cfg.max_new_tokens)
+    else:
+        model, tokenizer = load_agent(cfg.model, cfg.device or default_device(), cfg.chat_format, cfg.dtype)
+        policy = make_policy(model, tokenizer, cfg.max_new_tokens)
     listed = cfg.listed()
     new_env = functools.partial(cfg.new_env, listed)
     spare = [new_env()]  # lists the tasks, then serves as the first slot's env (a JVM start saved)
     task_ids = cfg.select_tasks(spare[0], listed)
     try:
-        run_episodes(make_policy(model, tokenizer, cfg.max_new_tokens),
-                     lambda: spare.pop() if spare else new_env(), task_ids, parallel=cfg.parallel,
+        run_episodes(policy, lambda: spare.pop() if spare else new_env(), task_ids, parallel=cfg.parallel,
                      judge=judge, max_corrections=max_corrections, max_invalid=cfg.max_invalid,
                      undo_irreversible=undo_irreversible,
                      done_ids=finished_ids(out_file), on_episode=lambda t: append_jsonl(out_file, mark(t)))

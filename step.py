@@ -181,6 +181,9 @@ def add_agent_model_options(p, model_help):
     p.add_argument("--dtype", choices=list(AGENT_DTYPES), default=None,
                    help="the agent's weights and arithmetic [fp32 on a CPU, bf16 on CUDA]; bf16 decodes a "
                         "pretrained student about twice as fast on a CPU with AVX-512 BF16")
+    p.add_argument("--student-url", default=None,
+                   help="the agent served at this OpenAI-compatible base URL (e.g. vLLM's, http://127.0.0.1:8001/v1, "
+                        "serving --model): prompts sent as the token ids it was trained on, greedy [in-process]")
 
 
 def add_agent_options(p, split_default):

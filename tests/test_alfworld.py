@@ -117,13 +117,17 @@ def test_a_game_folder_of_the_release_needs_only_its_game_file(tmp_path):
 
 
 def test_the_planner_is_asked_again_only_after_a_step_off_its_plan(monkeypatch):
+    """From the start the plan is the game's walkthrough; it is kept while the agent follows it."""
     env = shipped("valid_seen")
     env.reset(PEN_GAME)
-    plan = env.expert_plan()
     calls = []
     replan = type(env._tw.unwrapped._pddl_state).replan
     monkeypatch.setattr(type(env._tw.unwrapped._pddl_state), "replan",
                         lambda self, *a: calls.append(1) or replan(self, *a))
+    env.reset(PEN_GAME)
+    plan = env.expert_plan()
+    with open(os.path.join(ALFWORLD_SHIPPED, "json_2.1.1", PEN_GAME, "game.tw-pddl")) as f:
+        assert plan == json.load(f)["walkthrough"] and calls == []
     env.step(plan[0])
     assert env.expert_plan() == plan[1:] and env.expert_action() == plan[1] and calls == []  # on the plan
     env.step("look")  # off the plan: asked again, and it still wins from here

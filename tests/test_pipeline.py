@@ -318,3 +318,11 @@ def test_the_step_undo_variant_gets_a_stage_2_of_its_own(tmp_path, monkeypatch):
     cfg.irreversible, cfg.variants = "undo", ["golden-only"]
     pipeline.run_seed(cfg, tmp_path, 0, pipeline.PRESETS["quick"], common={"env": "sciworld"})
     assert [(name, o["irreversible"]) for c, name, o in calls if c == "synthesize"] == [("reflected.jsonl", "undo")]
+
+
+def test_the_student_url_reaches_the_agent_of_eval_and_synthesize():
+    parse = step.build_parser().parse_args
+    assert step.config(AgentConfig, parse(["eval", "--model", "m", "--out", "o", "--student-url", "http://s/v1"])) == \
+        AgentConfig(model="m", student_url="http://s/v1")
+    synthesize = parse(["synthesize", "--model", "m", "--out", "o", "--teacher-url", "t", "--student-url", "u"])
+    assert step.config(AgentConfig, synthesize).student_url == "u"
