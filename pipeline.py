@@ -33,7 +33,7 @@ from data import StepError, append_jsonl, load_trajectories, parse_action, rende
 from envs import AgentStep
 from model import ModelArgs, Transformer, default_device, native_bf16, save_model, train_tokenizer
 from oracle import annotate_golden, oracle_verdict, serve_oracle_teacher
-from rollout import AgentConfig, finished_ids, golden_trajectory, run_agent
+from rollout import AgentConfig, finished_ids, golden_trajectory, run_agent, serve_student
 from teacher import TeacherConfig, TeacherUnavailable, connect, teacher_prompt
 from train import TrainConfig, train
 
@@ -215,6 +215,9 @@ class PipelineConfig:
     seeds: str | None = None  # a count N (seed .. seed+N-1) or a list "0,3,7" [the preset's]
     device: str = field(default_factory=default_device)
     threads: int | None = None
+    # a command serving a checkpoint over OpenAI-compatible HTTP, started for each agent with "--model DIR
+    # --port P" appended and stopped after it (e.g. vLLM's api_server); None: the agent decodes in-process
+    student_server: str | None = None
 
 
 def seed_list(cfg):
@@ -326,6 +329,17 @@ def teacher_endpoint(teacher: TeacherConfig):
         server.shutdown()
 
 
+@contextlib.contextmanager
+def student_endpoint(cfg, model_dir, log_path, finished):
+    """The URL of cfg.student_server serving model_dir for one stage (rollout.serve_student), or None:
+    the agent decodes in-process, as it does when the stage has nothing left to play."""
+    if not cfg.student_server or finished:
+        yield None
+        return
+    with serve_student(cfg.student_server, model_dir, log_path) as url:
+        yield url
+
+
 # ----------------------------------------------------------------------------- end to end
 
 def stage(name):
@@ -350,10 +364,13 @@ def run_seed(cfg, run, seed, preset, common):
     stage2_files = ["reflected.jsonl"] + [VARIANTS[name][0] for name in cfg.variants]
     with teacher_endpoint(cfg.teacher) as url:
         for name in dict.fromkeys(f for f in stage2_files if f in STAGE2):
-            synthesize(AgentConfig(model=seed_dir / "base", split="train", task_file=seed_dir / "u2_tasks.txt",
-                                   max_invalid=cfg.max_invalid, dtype=agent_dtype(cfg), **common),
-                       dataclasses.replace(cfg.teacher, url=url), seed_dir / name, golden_file=cfg.golden,
-                       max_corrections=cfg.max_corrections, irreversible=STAGE2[name] or cfg.irreversible)
+            done = {t["task"] for t in u2} <= finished_ids(seed_dir / name)
+            with student_endpoint(cfg, seed_dir / "base", seed_dir / f"{name}.student-server.log", done) as student:
+                synthesize(AgentConfig(model=seed_dir / "base", split="train", task_file=seed_dir / "u2_tasks.txt",
+                                       max_invalid=cfg.max_invalid, dtype=agent_dtype(cfg), student_url=student,
+                                       **common),
+                           dataclasses.replace(cfg.teacher, url=url), seed_dir / name, golden_file=cfg.golden,
+                           max_corrections=cfg.max_corrections, irreversible=STAGE2[name] or cfg.irreversible)
 
     stage(f"seed {seed}: stage 3: STeP and the baselines, same seed and budget")
     start_from = seed_dir / "base" if cfg.stage3_from == "base-agent" else model_dir
@@ -366,11 +383,13 @@ def run_seed(cfg, run, seed, preset, common):
     stage(f"seed {seed}: evaluation on held-out tasks")
     for name in ["base", *cfg.variants]:
         for split in EVAL_SPLITS[cfg.env]:
-            evaluate(AgentConfig(model=seed_dir / name, split=split,
-                                 tasks=cfg.test_tasks or (None if cfg.eval_set else preset["test_tasks"]),
-                                 eval_set=cfg.eval_set, max_invalid=cfg.max_invalid, dtype=agent_dtype(cfg),
-                                 **common),
-                     report.eval_dir(seed_dir, name, split))
+            out = report.eval_dir(seed_dir, name, split)
+            with student_endpoint(cfg, seed_dir / name, seed_dir / f"eval-{name}-{split}.student-server.log",
+                                  (out / "summary.json").exists()) as student:
+                evaluate(AgentConfig(model=seed_dir / name, split=split,
+                                     tasks=cfg.test_tasks or (None if cfg.eval_set else preset["test_tasks"]),
+                                     eval_set=cfg.eval_set, max_invalid=cfg.max_invalid, dtype=agent_dtype(cfg),
+                                     student_url=student, **common), out)
 
 
 def run_pipeline(cfg: PipelineConfig):

@@ -12,10 +12,15 @@ recorded after it (correct). A wrong step that cannot be undone ends the episode
 in the env first (undo). golden_trajectory replays the expert; run_agent adds a model, the task
 list and a resumable output file around run_episodes.
 """
+import contextlib
 import functools
 import json
 import logging
 import os
+import shlex
+import socket
+import subprocess
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -382,6 +387,44 @@ def served_policy(url, tokenizer, max_new_tokens, timeout=600.0):
         replies = [c["token_ids"] for c in choices]
         return [tokenizer.decode(ids[:-1] if ids and ids[-1] in ends else ids) for ids in replies]
     return policy
+
+
+@contextlib.contextmanager
+def serve_student(command, model_dir, log_path, timeout_s=1800.0):
+    """`command --model DIR --port P` (e.g. "python -m vllm.entrypoints.openai.api_server --dtype float32")
+    started on a free loopback port, its output to log_path; yields its OpenAI-compatible base URL once it
+    lists a model, and stops it after. A server that exits or is not up within timeout_s stops the run
+    with its log's path."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [*shlex.split(command), "--model", str(model_dir), "--port", str(port)]
+    url, deadline = f"http://127.0.0.1:{port}/v1", time.monotonic() + timeout_s
+    with open(log_path, "ab") as log_file:
+        server = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        while not listed_model(url):
+            if server.poll() is not None:
+                raise RuntimeError(f"student server `{command}` exited ({server.returncode}); its log: {log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"student server `{command}` not up after {timeout_s:.0f} s; its log: {log_path}")
+            time.sleep(1)
+        log.info("student server for %s up at %s", model_dir, url)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def listed_model(url):
+    try:
+        return requests.get(f"{url}/models", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def finished_ids(path):

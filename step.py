@@ -267,6 +267,10 @@ def add_pipeline_options(p):
                    help="a count N (seeds --seed .. --seed+N-1) or a list 0,3,7 [quick: 1, full: 3]")
     p.add_argument("--device", default=None, help="[cuda if available, else cpu]")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads; default: physical cores")
+    p.add_argument("--student-server", default=None,
+                   help="a command that serves a checkpoint over OpenAI-compatible HTTP, started for each agent "
+                        "(stage 2 and every evaluation) with --model DIR --port P appended and stopped after, e.g. "
+                        "\"python -m vllm.entrypoints.openai.api_server --dtype float32\" [the agent decodes in-process]")
 
 
 def build_parser():
