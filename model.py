@@ -348,8 +348,9 @@ class Transformer(nn.Module):
         if args.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
 
-    def forward(self, tokens, cache=None, valid=None, last_only=False):
-        """tokens [B, T] -> logits [B, T, vocab] ([B, 1, vocab] with last_only).
+    def forward(self, tokens, cache=None, valid=None, last_only=False, keep=None):
+        """tokens [B, T] -> logits [B, T, vocab] ([B, 1, vocab] with last_only; [N, vocab] at the N
+        positions that the boolean `keep` [B, T] marks).
 
         `valid` [B, T] marks real tokens (False on left padding). With a `cache`, the tokens are
         appended to it and attend to everything valid cached before them."""
@@ -369,6 +370,8 @@ class Transformer(nn.Module):
                 h = layer(h, cos, sin, mask, cache, i)
         if last_only:
             h = h[:, -1:]
+        elif keep is not None:
+            h = h[keep]  # [N, dim]
         return self.lm_head(self.norm(h))
 
     def new_cache(self, batch_size):

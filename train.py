@@ -64,10 +64,13 @@ class TrainConfig:
 
 def summed_token_loss(model, ids, labels):
     """Sum of the cross-entropies of the trainable tokens. data.py aligns labels with ids; the
-    logits at position t predict token t+1, so the labels are shifted by one."""
-    logits = model(ids)[:, :-1]  # [B, T-1, vocab]
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels[:, 1:].flatten(),
-                           ignore_index=IGNORE_INDEX, reduction="sum")
+    logits at position t predict token t+1, so the labels are shifted by one. Logits are computed
+    only where they are trained: most of an agent's tokens are context, and the output layer over a
+    large vocabulary (SmolLM2's 49,152) is a fifth of the model's arithmetic."""
+    targets = labels[:, 1:]
+    trained = targets != IGNORE_INDEX  # [B, T-1]
+    logits = model(ids, keep=F.pad(trained, (0, 1)))  # [N, vocab]; the last position predicts nothing
+    return F.cross_entropy(logits.float(), targets[trained], reduction="sum")
 
 
 def count_trainable(labels):

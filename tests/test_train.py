@@ -146,15 +146,22 @@ def test_partial_masking_reaches_the_loss(tiny):
 
     logits = {}
 
+    def keep_positions(module, args, kwargs):
+        logits["keep"] = kwargs["keep"]  # the positions whose logits the loss computes
+
     def keep_logits(module, inputs, out):
         out.retain_grad()
         logits["out"] = out
 
+    model.register_forward_pre_hook(keep_positions, with_kwargs=True)
     model.lm_head.register_forward_hook(keep_logits)
     predicting_error = [t - 1 for t in error_positions]  # the logits that predict the error's tokens
     for labels, masking in ((masked, True), (unmasked, False)):
         gradients(model, [collate([(ids, labels)])])
-        grad = logits["out"].grad[0]
+        keep = logits["keep"]
+        grad = torch.zeros(*keep.shape, logits["out"].shape[-1])  # [B, T, vocab], zero where not computed
+        grad[keep] = logits["out"].grad
+        grad = grad[0]
         assert torch.all(grad[predicting_error] == 0) == masking
         assert grad[error_positions[-1] + 5:].abs().sum() > 0  # the reflection after it is trained either way
 
