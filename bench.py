@@ -328,9 +328,10 @@ def read_bandwidth(device, mib=512, rounds=5):
 
 
 def matmul_flops(device, dtype, n=2048, rounds=5):
-    """FLOP/s of a [n, 576] x [576, 1536] matmul (the shape of SmolLM2's MLP at prefill), best of rounds."""
-    a, b = torch.randn(n, 576, device=device, dtype=dtype), torch.randn(576, 1536, device=device, dtype=dtype)
-    best = min(timed_once(torch.mm, a, b) for _ in range(rounds))
+    """FLOP/s of the linear layer of SmolLM2's MLP (576 -> 1536) on n tokens, as the model calls it
+    (F.linear), best of rounds."""
+    x, w = torch.randn(n, 576, device=device, dtype=dtype), torch.randn(1536, 576, device=device, dtype=dtype)
+    best = min(timed_once(F.linear, x, w) for _ in range(rounds))
     return 2 * n * 576 * 1536 / best
 
 
@@ -435,7 +436,7 @@ def bench_rollout(device, student=None, rows=8, turns=3, first=500, new_tokens=4
         flops = matmul_flops(device, dtype)
         mean_context = first + turns / 2 * (new_tokens + 175)
         print(f"    bounds: prefill {flops / (2 * params):.0f} tokens/s (2 x {params / 1e6:.0f}M FLOP a token at "
-              f"{flops / 1e9:.0f} GFLOP/s, a {str(dtype)[6:]} matmul of the MLP's shape); decode "
+              f"{flops / 1e9:.0f} GFLOP/s, the MLP's linear layer in {str(dtype)[6:]}); decode "
               f"{decode_bound(args, rows, mean_context, weight_bytes, bandwidth):.0f} tokens/s ({weight_bytes / 1e6:.0f} "
               f"MB of weights + the {rows} rows' fp32 KV cache at the mean context {mean_context:.0f}, read at "
               f"{bandwidth / 1e9:.1f} GB/s, a sum over 512 MiB)")
