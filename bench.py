@@ -413,6 +413,7 @@ def bench_rollout(device, student=None, rows=8, turns=3, first=500, new_tokens=4
     times = {}  # (dtype, new tokens a reply) -> seconds
     for dtype in dtypes:
         model = M.load_model(directory, device, dtype).eval()
+        M.generate(model, [prompts[0][:16]], 2, eos_id=-1)  # warm-up: the first call's set-up is no turn's
         for n in (1, new_tokens):  # one new token a turn is the prompts' prefill (and one decode-free step)
             decoder = M.CachedDecoder(model)
             keys = [f"row-{i}" for i in range(rows)]
@@ -421,8 +422,11 @@ def bench_rollout(device, student=None, rows=8, turns=3, first=500, new_tokens=4
             times[dtype, n] = time.perf_counter() - start
         if dtype == torch.float32:
             ours = replies
-    prompt_tokens = rows * (first + (turns - 1) * 175)  # the observations average 175 tokens
+    fed = [len(o) for turn in observations[:-1] for o in turn]  # the last turn's observations are never fed
+    prompt_tokens = rows * first + sum(fed) + len(fed)  # each observation after the reply's last token
     decoded = rows * turns * (new_tokens - 1)
+    mean_observation = statistics.mean(len(o) for turn in observations for o in turn)
+    mean_context = first + turns / 2 * (new_tokens + mean_observation)
     params = sum(p.numel() for p in model.parameters())
     args = model.args
     bandwidth = read_bandwidth(device)
@@ -434,7 +438,6 @@ def bench_rollout(device, student=None, rows=8, turns=3, first=500, new_tokens=4
               f"({1000 * (total - prefill) / (turns * (new_tokens - 1)):.0f} ms a step of {rows} rows)")
         weight_bytes = dtype.itemsize * params
         flops = matmul_flops(device, dtype)
-        mean_context = first + turns / 2 * (new_tokens + 175)
         print(f"    bounds: prefill {flops / (2 * params):.0f} tokens/s (2 x {params / 1e6:.0f}M FLOP a token at "
               f"{flops / 1e9:.0f} GFLOP/s, the MLP's linear layer in {str(dtype)[6:]}); decode "
               f"{decode_bound(args, rows, mean_context, weight_bytes, bandwidth):.0f} tokens/s ({weight_bytes / 1e6:.0f} "

@@ -667,7 +667,7 @@ class CachedDecoder:
     """Generation for agents whose prompts only grow: each key keeps its KV cache between calls, so
     a turn only pays for the tokens added since the last one. Keys absent from a call are dropped. A
     new key starts from a copy of the row that shares the longest prefix with its prompt (an agent's
-    episodes share the system prompt: about half of what a new episode would compute)."""
+    episodes share the system prompt: in SciWorld, 447 of SmolLM2's tokens of a first prompt of 620)."""
 
     def __init__(self, model):
         self.model = model
