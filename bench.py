@@ -13,7 +13,8 @@ student: the pretrained student SmolLM2-135M-Instruct (--student DIR, else conve
 envs:  SciWorld step latency through envs.py vs the stock env.step on the same actions; episodes
        per minute of the built-in default's agent with 1 vs 8 parallel episodes.
 expert: ALFWorld's planner as stage 2's oracle asks it, along expert and noisy episodes: planning only
-       after a step off the plan vs after every step ($ALFWORLD_DATA's games, else the shipped ones).
+       after a step off the plan vs after every step ($ALFWORLD_DATA's games, else the shipped ones);
+       seconds a reset, envs.py's memoized loading vs textworld's.
 synthesis: episodes per minute with 1 vs 8 parallel episodes against the oracle teacher delayed
        by 0.5 s a call.
 gpu:   (CUDA only) bf16 logits parity with transformers on a LLaMA-2-7B-shaped stack; training tokens/s
@@ -223,6 +224,7 @@ def bench_expert(device, n_games=6, noisy_every=3, max_steps=40):
     task_ids = envs.select_tasks("alfworld", probe.task_ids(), n_games)
     probe.close()
     print(f"expert: ALFWorld's planner, {len(task_ids)} valid_unseen games of {probe.data_dir}")
+    bench_alfworld_resets(probe, task_ids)
     for noisy in (False, True):
         rates = {}
         for name, env_class in (("planned off the plan", envs.AlfWorldEnv),
@@ -233,6 +235,29 @@ def bench_expert(device, n_games=6, noisy_every=3, max_steps=40):
             rates[name] = sum(q for q, _ in totals) / sum(s for _, s in totals)
         report(f"{'noisy agent (off the plan every %d steps)' % noisy_every if noisy else 'expert episodes'}: "
                "expert queries/s", *rates.values(), "q/s", names=tuple(rates))
+
+
+def bench_alfworld_resets(probe, task_ids):
+    """Milliseconds a reset: textworld's load and reset of each game (as envs.py did before memoizing)
+    against envs.py, a game's first reset and a replay."""
+    import textworld
+    from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
+
+    import envs
+
+    if envs.memoize_alfworld_loading.cache_info().currsize:
+        raise RuntimeError("bench expert: ALFWorld's loading is memoized already in this process")
+    paths = [probe._games[t] for t in task_ids]
+    with envs.alfworld_engine():
+        stock_env = textworld.start(paths[0], textworld.EnvInfos(won=True), wrappers=[AlfredDemangler()])
+        stock = statistics.mean(timed_once(lambda p: (stock_env.load(p), stock_env.reset()), p) for p in paths)
+    stock_env.close()
+    env = envs.AlfWorldEnv("valid_unseen", data_dir=probe.data_dir)
+    first = statistics.mean(timed_once(env.reset, t) for t in task_ids)
+    again = statistics.mean(timed_once(env.reset, t) for t in task_ids)
+    env.close()
+    for title, ours in (("reset, a game's first", first), ("reset, a game played again", again)):
+        report(title, 1000 * ours, 1000 * stock, "ms", higher_is_better=False, names=("envs.py", "textworld"))
 
 
 def timed_once(fn, *args):

@@ -116,6 +116,35 @@ def test_a_game_folder_of_the_release_needs_only_its_game_file(tmp_path):
     env.close()
 
 
+def test_a_game_is_translated_once_and_played_again_without_translating(tmp_path):
+    """textworld translates a game's PDDL at load and again at reset (seconds on the benchmark's scenes);
+    the translation and the parsed grammar are memoized, so a first reset translates once (a normal and
+    a replanning task) and a replay (undo, the next agent's evaluation) translates nothing."""
+    import fast_downward
+    folder = tmp_path / "json_2.1.1" / PEN_GAME
+    folder.mkdir(parents=True)
+    with open(os.path.join(ALFWORLD_SHIPPED, "json_2.1.1", PEN_GAME, "game.tw-pddl")) as f:
+        game = json.load(f)
+    game["pddl_problem"] += "\n; a copy no other test has translated\n"  # a PDDL comment
+    (folder / "game.tw-pddl").write_text(json.dumps(game))
+    translations = lambda: fast_downward.pddl2sas.cache_info().misses  # noqa: E731
+    env = AlfWorldEnv("valid_seen", data_dir=tmp_path)
+    env.reset(PEN_GAME)  # memoizes from its first reset on
+    before = translations()
+    first = [env.reset(PEN_GAME), env.step("go to sidetable 1")[0], env.step("take pen 1 from sidetable 1")[0]]
+    env.undo()
+    assert env.step("take pen 1 from sidetable 1")[0] == first[2] == "You pick up the pen 1 from the sidetable 1."
+    assert [env.reset(PEN_GAME), env.step("go to sidetable 1")[0]] == first[:2]
+    assert translations() == before
+    game["pddl_problem"] += "; and another\n"
+    (folder / "game.tw-pddl").write_text(json.dumps(game))
+    env.reset(PEN_GAME)
+    assert translations() == before + 2  # at load; reset reuses them
+    assert [env.reset(PEN_GAME), env.step("go to sidetable 1")[0]] == first[:2]
+    assert translations() == before + 2
+    env.close()
+
+
 def test_the_planner_is_asked_again_only_after_a_step_off_its_plan(monkeypatch):
     """From the start the plan is the game's walkthrough; it is kept while the agent follows it."""
     env = shipped("valid_seen")
