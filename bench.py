@@ -189,10 +189,12 @@ def bench_envs(device):
 
 def bench_expert(device, n_games=6, noisy_every=3, max_steps=40):
     """ALFWorld's planner as the oracle asks it (plan and next action before and after every step),
-    along the expert's own episodes and along a noisy agent that steps off the plan (`look`) every
-    `noisy_every` steps: expert queries a second as envs.py asks the planner (the walkthrough from
-    the start, a new plan only after a step off the plan) against a plan searched for after every
-    reset and step. $ALFWORLD_DATA's valid_unseen games, else the shipped ones."""
+    along the expert's own episodes and along a noisy agent that steps off the plan every
+    `noisy_every` steps, with `look` (which marks the place checked, a changed fact) or with a command
+    the game rejects (most of a weak student's wrong steps in stage 2): expert queries a second as
+    envs.py asks the planner (the walkthrough from the start, a new plan only after a step off the plan
+    that changed the game) against a plan searched for after every reset and step. $ALFWORLD_DATA's
+    valid_unseen games, else the shipped ones."""
 
     import envs
 
@@ -207,7 +209,7 @@ def bench_expert(device, n_games=6, noisy_every=3, max_steps=40):
             self._plan = None
             return answer
 
-    def play(env, task_id, noisy):
+    def play(env, task_id, off_plan_action):
         queries, spent = 0, 0.0
         env.reset(task_id)
         for n in range(max_steps):
@@ -216,8 +218,8 @@ def bench_expert(device, n_games=6, noisy_every=3, max_steps=40):
             spent, queries = spent + time.perf_counter() - start, queries + 2
             if not plan:
                 break
-            off_plan = noisy and n % noisy_every == noisy_every - 1
-            env.step("look" if off_plan else plan[0])
+            off_plan = off_plan_action and n % noisy_every == noisy_every - 1
+            env.step(off_plan_action if off_plan else plan[0])
         return queries, spent
 
     probe = envs.make_env("alfworld", "valid_unseen")
@@ -225,16 +227,17 @@ def bench_expert(device, n_games=6, noisy_every=3, max_steps=40):
     probe.close()
     print(f"expert: ALFWorld's planner, {len(task_ids)} valid_unseen games of {probe.data_dir}")
     bench_alfworld_resets(probe, task_ids)
-    for noisy in (False, True):
+    agents = {"expert episodes": None, f"off the plan every {noisy_every} steps: look": "look",
+              f"off the plan every {noisy_every} steps: rejected": "go to the moon"}
+    for agent, off_plan_action in agents.items():
         rates = {}
         for name, env_class in (("planned off the plan", envs.AlfWorldEnv),
                                 ("planned every step", ReplanEveryStep)):
             env = env_class("valid_unseen")
-            totals = [play(env, t, noisy) for t in task_ids]
+            totals = [play(env, t, off_plan_action) for t in task_ids]
             env.close()
             rates[name] = sum(q for q, _ in totals) / sum(s for _, s in totals)
-        report(f"{'noisy agent (off the plan every %d steps)' % noisy_every if noisy else 'expert episodes'}: "
-               "expert queries/s", *rates.values(), "q/s", names=tuple(rates))
+        report(f"{agent}: expert queries/s", *rates.values(), "q/s", names=tuple(rates))
 
 
 def bench_alfworld_resets(probe, task_ids):

@@ -693,15 +693,19 @@ class AlfWorldEnv(ReplayUndo):
     def step(self, action):
         if self._state is None:
             raise RuntimeError("ALFWorld: step() before reset()")
+        before = self._state
         with alfworld_engine():
             self._state, _, _ = self._tw.step(action)
         self._actions.append(action)
         obs, won = self._state.feedback, bool(self._state["won"])
         invalid = obs == ALFWORLD_INVALID
-        # The plan's next action done: the rest of the plan still wins from here (the game is
-        # deterministic), so the planner is asked again only after a step off the plan.
-        followed = self._plan and not invalid and norm_action(action) == norm_action(self._plan[0])
-        self._plan = self._plan[1:] if followed else None
+        # The game is deterministic, so the plan is asked of the planner again only after a step off
+        # it: the plan's next action done, the rest of it still wins; a step that changed no fact of
+        # the game (a command it rejected, "Nothing happens.") leaves the whole plan valid.
+        if self._plan and not invalid and norm_action(action) == norm_action(self._plan[0]):
+            self._plan = self._plan[1:]
+        elif set(self._state["_facts"]) != set(before["_facts"]):
+            self._plan = None
         return obs, float(won), won, {"score": float(won), "won": won, "invalid": invalid}
 
     def expert_plan(self):

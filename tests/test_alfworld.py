@@ -145,7 +145,7 @@ def test_a_game_is_translated_once_and_played_again_without_translating(tmp_path
     env.close()
 
 
-def test_the_planner_is_asked_again_only_after_a_step_off_its_plan(monkeypatch):
+def test_the_planner_is_asked_again_only_after_a_step_off_its_plan_that_changed_the_game(monkeypatch):
     """From the start the plan is the game's walkthrough; it is kept while the agent follows it."""
     env = shipped("valid_seen")
     env.reset(PEN_GAME)
@@ -159,13 +159,14 @@ def test_the_planner_is_asked_again_only_after_a_step_off_its_plan(monkeypatch):
         assert plan == json.load(f)["walkthrough"] and calls == []
     env.step(plan[0])
     assert env.expert_plan() == plan[1:] and env.expert_action() == plan[1] and calls == []  # on the plan
-    env.step("look")  # off the plan: asked again, and it still wins from here
-    assert env.expert_plan() == plan[1:] and len(calls) == 1
-    env.step("put pen 1 in drawer 1")  # rejected ("Nothing happens."): asked again
-    assert env.expert_plan() == plan[1:] and len(calls) == 2
-    for action in plan[1:]:
+    env.step("put pen 1 in drawer 1")  # rejected ("Nothing happens."): no fact changed, the plan still wins
+    assert env.expert_plan() == plan[1:] and calls == []
+    env.step("go to drawer 1")  # off the plan, somewhere else: planned again from here
+    replanned = env.expert_plan()
+    assert replanned[:2] == ["go to sidetable 1", "take pen 1 from sidetable 1"] and len(calls) == 1
+    for action in replanned:
         env.step(action)
-    assert env.expert_plan() == [] and len(calls) == 2
+    assert env.expert_plan() == [] and len(calls) == 1
     env.close()
 
 
