@@ -241,8 +241,8 @@ def bench_expert(device, n_games=6, noisy_every=3, max_steps=40):
 
 
 def bench_alfworld_resets(probe, task_ids):
-    """Milliseconds a reset: textworld's load and reset of each game (as envs.py did before memoizing)
-    against envs.py, a game's first reset and a replay."""
+    """Milliseconds a reset: textworld's own load and reset of each game, nothing memoized, against
+    envs.py, a game's first reset and a replay."""
     import textworld
     from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
 
@@ -250,7 +250,8 @@ def bench_alfworld_resets(probe, task_ids):
 
     if envs.memoize_alfworld_loading.cache_info().currsize:
         raise RuntimeError("bench expert: ALFWorld's loading is memoized already in this process")
-    paths = [probe._games[t] for t in task_ids]
+    games = envs.alfworld_games(probe.data_dir, probe.split)
+    paths = [games[t] for t in task_ids]
     with envs.alfworld_engine():
         stock_env = textworld.start(paths[0], textworld.EnvInfos(won=True), wrappers=[AlfredDemangler()])
         stock = statistics.mean(timed_once(lambda p: (stock_env.load(p), stock_env.reset()), p) for p in paths)

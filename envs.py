@@ -704,7 +704,7 @@ class AlfWorldEnv(ReplayUndo):
         # the game (a command it rejected, "Nothing happens.") leaves the whole plan valid.
         if self._plan and not invalid and norm_action(action) == norm_action(self._plan[0]):
             self._plan = self._plan[1:]
-        elif set(self._state["_facts"]) != set(before["_facts"]):
+        elif self._plan is not None and set(self._state["_facts"]) != set(before["_facts"]):
             self._plan = None
         return obs, float(won), won, {"score": float(won), "won": won, "invalid": invalid}
 
