@@ -19,7 +19,8 @@ synthesis: episodes per minute with 1 vs 8 parallel episodes against the oracle 
        by 0.5 s a call.
 gpu:   (CUDA only) bf16 logits parity with transformers on a LLaMA-2-7B-shaped stack; training tokens/s
        and MFU with per-block checkpointing at 4096 tokens, standard mode vs transformers on 8 of the 32
-       layers, and --memory lean on all 32; peak CUDA memory against optim.estimate_memory.
+       layers, and --memory lean on all 32; peak CUDA memory against optim.estimate_memory; the agent's
+       in-process decoding of the 7B shape at 8-64 episodes at once, turns a second beside the bound.
 """
 import argparse
 import functools
@@ -364,19 +365,21 @@ def matmul_flops(device, dtype, n=2048, rounds=5):
     return 2 * n * 576 * 1536 / best
 
 
-def decode_bound(args, rows, context, weight_bytes, bandwidth):
+def decode_bound(args, rows, context, weight_bytes, bandwidth, cache_itemsize=4):
     """Generated tokens a second that memory bandwidth allows at decode: each step reads every weight
-    once for all rows, and each row's KV cache (context tokens, fp32 on a CPU, bf16 on a GPU)."""
-    cache_bytes = 2 * args.n_layers * args.n_kv_heads * args.head_dim * context * rows * 4
+    once for all rows, and each row's KV cache (context tokens; fp32 on a CPU, the weights' dtype on a
+    GPU: Transformer.new_cache)."""
+    cache_bytes = 2 * args.n_layers * args.n_kv_heads * args.head_dim * context * rows * cache_itemsize
     return rows * bandwidth / (weight_bytes + cache_bytes)
 
 
-def agent_turns(n_rows, n_turns, first, seed=0):
+def agent_turns(n_rows, n_turns, first, seed=0, vocab_size=49152):
     """Agent-shaped prompts: per row a first prompt of `first` token ids, then per turn an
-    observation of 50-300 ids appended after the reply (random ids of the student's vocabulary)."""
+    observation of 50-300 ids appended after the reply (random ids of the model's vocabulary)."""
     rng = torch.Generator().manual_seed(seed)
-    prompts = [torch.randint(100, 49000, (first,), generator=rng).tolist() for _ in range(n_rows)]
-    observations = [[torch.randint(100, 49000, (int(torch.randint(50, 301, (1,), generator=rng)),),
+    top = min(vocab_size, 49000)
+    prompts = [torch.randint(100, top, (first,), generator=rng).tolist() for _ in range(n_rows)]
+    observations = [[torch.randint(100, top, (int(torch.randint(50, 301, (1,), generator=rng)),),
                                    generator=rng).tolist() for _ in range(n_rows)] for _ in range(n_turns)]
     return prompts, observations
 
@@ -675,6 +678,51 @@ def bench_gpu(device, seq=4096, speed_layers=8, parity_layers=2):
     estimate = optim.estimate_memory(M.ModelArgs(**LLAMA2_7B), seq, "lean")
     print(f"  peak CUDA memory, lean, 32 layers: {peak / 1e9:.1f} GB; optim.estimate_memory {estimate['total']:.1f} GB "
           f"({', '.join(f'{k} {v:.1f}' for k, v in estimate.items() if k not in ('params', 'bytes_per_param', 'total'))})")
+    del full, parts
+    torch.cuda.empty_cache()
+
+    print("  agent decoding, bf16, all 32 layers, 3 turns: a first prompt of 500 tokens, observations of 50-300, "
+          "replies of 40 greedy tokens:")
+    agent_decoding_at_scale(device, LLAMA2_7B)
+
+
+def agent_decoding_at_scale(device, config, rows_list=(8, 16, 32, 64), turns=3, first=500, new_tokens=40,
+                            dtype=torch.bfloat16):
+    """The in-process decoder (CachedDecoder, as rollout.make_policy runs it) on agent-shaped work with
+    random weights of `config`: for each number of episodes at once, turns a second and generated tokens
+    a second, the prompts' prefill timed apart (replies of one token), beside the decode bound that
+    memory bandwidth sets (every weight and each row's KV cache read once a step)."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = M.Transformer(M.ModelArgs(**config))
+    model = model.to(dtype).eval()
+    weight_bytes = sum(p.numel() for p in model.parameters()) * dtype.itemsize
+    bandwidth = read_bandwidth(device)
+    cache_itemsize = model.new_cache(0).k[0].element_size()
+    M.generate(model, [[5] * 16], 2, eos_id=-1)  # warm-up: the first call's set-up is no turn's
+    for rows in rows_list:
+        prompts, observations = agent_turns(rows, turns, first, vocab_size=config["vocab_size"])
+        keys = [f"row-{i}" for i in range(rows)]
+        times = {}
+        for n in (1, new_tokens):  # one new token a reply: the prefill (and one decode-free step)
+            decoder = M.CachedDecoder(model)
+            sync(device)
+            start = time.perf_counter()
+            play_turns(lambda p: decoder.generate(keys, p, n, eos_id=-1), prompts, observations)
+            sync(device)
+            times[n] = time.perf_counter() - start
+            del decoder
+        total, decode_s = times[new_tokens], times[new_tokens] - times[1]
+        mean_observation = statistics.mean(len(o) for turn in observations for o in turn)
+        context = first + turns / 2 * (new_tokens + mean_observation)
+        bound = decode_bound(model.args, rows, context, weight_bytes, bandwidth, cache_itemsize)
+        print(f"    {rows:>3} episodes at once: {rows * turns / total:.2f} turns/s, "
+              f"{rows * turns * new_tokens / total:.0f} generated tokens/s ({total:.1f} s, prefill "
+              f"{times[1]:.1f} s); decode {rows * turns * (new_tokens - 1) / decode_s:.0f} tokens/s "
+              f"({1000 * decode_s / (turns * (new_tokens - 1)):.0f} ms a step), bound {bound:.0f} tokens/s "
+              f"at {bandwidth / 1e9:.0f} GB/s")
+        if str(device).startswith("cuda"):
+            torch.cuda.empty_cache()
 
 
 def optimizer_for(m, memory):
