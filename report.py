@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import envs
-from data import read_jsonl, write_atomic, write_json
+from data import parse_action, read_jsonl, write_atomic, write_json
 
 log = logging.getLogger("step.report")
 
@@ -115,12 +115,21 @@ END_REASONS = ("done", "max_steps", "invalid_actions")
 def behaviour(episodes):
     """What the agent did at test time: the share of episodes in which a reply has a `Reflection:`
     line (a reflection placed at the start of a thought cannot be told apart from a thought), the
-    reflection lines per episode, and how the episodes ended (% of episodes)."""
-    reflections = [sum("Reflection:" in m["content"] for m in e["messages"] if m["role"] == "assistant")
-                   for e in episodes]
+    reflection lines per episode, how often an action repeats the one just before it (the loop a
+    reflection should break) and how often a reply with a reflection changes it (both over the replies
+    that have an action after one that had one), and how the episodes ended (% of episodes)."""
+    replies = [[m["content"] for m in e["messages"] if m["role"] == "assistant"] for e in episodes]
+    reflections = [sum("Reflection:" in r for r in episode) for episode in replies]
+    actions = [[(parse_action(r), "Reflection:" in r) for r in episode] for episode in replies]
+    follow_ups = [(reflected, action == before) for episode in actions
+                  for (before, _), (action, reflected) in zip(episode, episode[1:]) if before and action]
+    after_reflection = [repeated for reflected, repeated in follow_ups if reflected]
     ends = Counter(e["end_reason"] if e["end_reason"] in END_REASONS else "other" for e in episodes)
     return {"reflecting_episodes": round(100 * float(np.mean([n > 0 for n in reflections])), 2),
             "reflections_per_episode": round(float(np.mean(reflections)), 3),
+            "repeated_actions": round(100 * float(np.mean([r for _, r in follow_ups])), 2) if follow_ups else None,
+            "changed_after_reflection": (round(100 * (1 - float(np.mean(after_reflection))), 2)
+                                         if after_reflection else None),
             "end_reasons": {reason: round(100 * ends[reason] / len(episodes), 2) for reason in [*END_REASONS, "other"]}}
 
 
@@ -235,6 +244,11 @@ def plus_minus(value, ci):
     return f"{value:.1f} ± {(ci[1] - ci[0]) / 2:.1f}"
 
 
+def percent(value):
+    """A share for a table; "-" when nothing was there to count."""
+    return "-" if value is None else f"{value:.1f}"
+
+
 def markdown_table(results):
     head = "| variant | split | score | success % | seeds x tasks | trained trajectories | trainable tokens |\n" \
            "|---|---|---|---|---|---|---|\n"
@@ -259,10 +273,12 @@ def markdown(results):
     lines += [f"| {r['variant']} | {r['split']} | " + " | ".join(f"{r['family_scores'].get(f, float('nan')):.1f}"
                                                                 for f in families) + " |" for r in results["rows"]]
     lines += ["", "## What the agents did (every seed's episodes)", "",
-              "| variant | split | episodes with a Reflection: line % | reflection lines an episode | ended: done % | "
-              "max steps % | invalid actions % | other % |", "|---|---|---|---|---|---|---|---|"]
+              "| variant | split | episodes with a Reflection: line % | reflection lines an episode | "
+              "actions repeating the one before % | replies with a reflection that change the action % | ended: done % | "
+              "max steps % | invalid actions % | other % |", "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['variant']} | {r['split']} | {r['behaviour']['reflecting_episodes']:.1f} | "
-              f"{r['behaviour']['reflections_per_episode']:.2f} | "
+              f"{r['behaviour']['reflections_per_episode']:.2f} | {percent(r['behaviour']['repeated_actions'])} | "
+              f"{percent(r['behaviour']['changed_after_reflection'])} | "
               + " | ".join(f"{r['behaviour']['end_reasons'][k]:.1f}" for k in [*END_REASONS, "other"]) + " |"
               for r in results["rows"]]
     undo = any("undo_kept" in c for c in results["data"].values())
