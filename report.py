@@ -112,24 +112,32 @@ def trained_data(runs, variant):
 END_REASONS = ("done", "max_steps", "invalid_actions")
 
 
+def steps_repeated(messages):
+    """For each reply with an action, whether it has a `Reflection:` line and whether the step
+    repeats an earlier step of the episode with the same answer (an agent caught in a loop)."""
+    seen, steps = set(), []
+    for reply, answer in zip(messages, messages[1:]):
+        action = parse_action(reply["content"]) if reply["role"] == "assistant" else None
+        if action and answer["role"] == "user":
+            steps.append(("Reflection:" in reply["content"], (action, answer["content"]) in seen))
+            seen.add((action, answer["content"]))
+    return steps
+
+
 def behaviour(episodes):
     """What the agent did at test time: the share of episodes in which a reply has a `Reflection:`
     line (a reflection placed at the start of a thought cannot be told apart from a thought), the
-    reflection lines per episode, how often an action repeats the one just before it (the loop a
-    reflection should break) and how often a reply with a reflection changes it (both over the replies
-    that have an action after one that had one), and how the episodes ended (% of episodes)."""
-    replies = [[m["content"] for m in e["messages"] if m["role"] == "assistant"] for e in episodes]
-    reflections = [sum("Reflection:" in r for r in episode) for episode in replies]
-    actions = [[(parse_action(r), "Reflection:" in r) for r in episode] for episode in replies]
-    follow_ups = [(reflected, action == before) for episode in actions
-                  for (before, _), (action, reflected) in zip(episode, episode[1:]) if before and action]
-    after_reflection = [repeated for reflected, repeated in follow_ups if reflected]
+    reflection lines per episode, the share of steps that repeat an earlier step with the same answer,
+    over all steps and over the steps whose reply reflects, and how the episodes ended (% of episodes)."""
+    reflections = [sum("Reflection:" in m["content"] for m in e["messages"] if m["role"] == "assistant")
+                   for e in episodes]
+    steps = [step for e in episodes for step in steps_repeated(e["messages"])]
+    after_reflection = [repeated for reflected, repeated in steps if reflected]
     ends = Counter(e["end_reason"] if e["end_reason"] in END_REASONS else "other" for e in episodes)
     return {"reflecting_episodes": round(100 * float(np.mean([n > 0 for n in reflections])), 2),
             "reflections_per_episode": round(float(np.mean(reflections)), 3),
-            "repeated_actions": round(100 * float(np.mean([r for _, r in follow_ups])), 2) if follow_ups else None,
-            "changed_after_reflection": (round(100 * (1 - float(np.mean(after_reflection))), 2)
-                                         if after_reflection else None),
+            "repeated_steps": round(100 * float(np.mean([r for _, r in steps])), 2) if steps else None,
+            "repeated_after_reflection": round(100 * float(np.mean(after_reflection)), 2) if after_reflection else None,
             "end_reasons": {reason: round(100 * ends[reason] / len(episodes), 2) for reason in [*END_REASONS, "other"]}}
 
 
@@ -274,11 +282,11 @@ def markdown(results):
                                                                 for f in families) + " |" for r in results["rows"]]
     lines += ["", "## What the agents did (every seed's episodes)", "",
               "| variant | split | episodes with a Reflection: line % | reflection lines an episode | "
-              "actions repeating the one before % | replies with a reflection that change the action % | ended: done % | "
+              "steps repeating an earlier step and its answer % | of the steps after a reflection % | ended: done % | "
               "max steps % | invalid actions % | other % |", "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['variant']} | {r['split']} | {r['behaviour']['reflecting_episodes']:.1f} | "
-              f"{r['behaviour']['reflections_per_episode']:.2f} | {percent(r['behaviour']['repeated_actions'])} | "
-              f"{percent(r['behaviour']['changed_after_reflection'])} | "
+              f"{r['behaviour']['reflections_per_episode']:.2f} | {percent(r['behaviour']['repeated_steps'])} | "
+              f"{percent(r['behaviour']['repeated_after_reflection'])} | "
               + " | ".join(f"{r['behaviour']['end_reasons'][k]:.1f}" for k in [*END_REASONS, "other"]) + " |"
               for r in results["rows"]]
     undo = any("undo_kept" in c for c in results["data"].values())

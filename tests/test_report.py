@@ -70,21 +70,25 @@ def test_comparison_pairs():
         ("base", "golden-only"), ("step-noreflection", "golden-only"), ("step-reflection-in-thought", "golden-only")]
 
 
-def test_behaviour_counts_reflection_lines_repeats_and_end_reasons():
-    def episode(replies, end_reason):
-        return {"end_reason": end_reason, "messages": [{"role": "user", "content": "Reflection: not the agent's"}] +
-                [{"role": "assistant", "content": r} for r in replies]}
-    episodes = [episode(["Thought: a\nAction: look around", "Reflection: wrong room.\nThought: b\nAction: x"], "done"),
-                episode(["Reflection: c\nThought: d\nAction: y"] * 3, "invalid_actions"),
-                episode(["Thought: e\nAction: z", "Thought: no action", "Thought: f\nAction: z"], "max_steps"),
+def test_behaviour_counts_reflection_lines_repeated_steps_and_end_reasons():
+    def episode(turns, end_reason):
+        messages = [{"role": "user", "content": "Reflection: not the agent's"}]
+        for reply, answer in turns:
+            messages += [{"role": "assistant", "content": reply}, {"role": "user", "content": answer}]
+        return {"end_reason": end_reason, "messages": messages}
+    look, go = "Thought: a\nAction: look around", "Reflection: wrong room.\nThought: b\nAction: go to hall"
+    episodes = [episode([(look, "a kitchen"), (go, "a hall"), (look, "a hall")], "done"),  # a new answer: no repeat
+                episode([("Reflection: c\nThought: d\nAction: y", "Nothing happens.")] * 3, "invalid_actions"),
+                episode([("Thought: e\nAction: z", "ok"), ("Thought: no action", "ok"), ("Thought: e\nAction: z", "ok")],
+                        "max_steps"),
                 episode([], "env_error: the JVM died")]
-    # a reply without an action neither repeats nor is repeated; follow-ups: (look around -> x, reflected, changed), (y -> y, reflected, repeated) twice
+    # steps with an action: 3 + 3 + 2 = 8; repeats: y twice (reflecting), z once; reflecting steps: go, y x 3
     assert report.behaviour(episodes) == {"reflecting_episodes": 50.0, "reflections_per_episode": 1.0,
-                                          "repeated_actions": 66.67, "changed_after_reflection": 33.33,
+                                          "repeated_steps": 37.5, "repeated_after_reflection": 50.0,
                                           "end_reasons": {"done": 25.0, "max_steps": 25.0, "invalid_actions": 25.0,
                                                           "other": 25.0}}
-    no_follow_up = report.behaviour([episode(["Thought: e\nAction: z"], "max_steps")])
-    assert no_follow_up["repeated_actions"] is None and no_follow_up["changed_after_reflection"] is None
+    no_step = report.behaviour([episode([("Thought: no action", "Invalid format")], "max_steps")])
+    assert no_step["repeated_steps"] is None and no_step["repeated_after_reflection"] is None
 
 
 def test_variance_components_recover_a_known_two_way_grid():
