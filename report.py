@@ -13,6 +13,7 @@ up to 16 tasks). Both use a fixed generator, so the same episodes give the same 
 import itertools
 import json
 import logging
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -124,20 +125,42 @@ def steps_repeated(messages):
     return steps
 
 
+TAKE = re.compile(r"take (.+?) from ")  # ALFWorld's command; SciWorld and WebShop have none
+
+
+def first_take_seen(messages):
+    """Whether the episode's first `take X from Y` names an object X that the answer to an earlier
+    step showed (an agent that looks before it takes) or one it guessed; None without a take. The
+    first observation, which lists the room's receptacles, does not count: they cannot be taken."""
+    observed, stepped = "", False
+    for message in messages:
+        if message["role"] != "assistant":
+            observed += message["content"] + "\n" if stepped else ""
+            continue
+        stepped = True
+        take = TAKE.match(parse_action(message["content"]) or "")
+        if take:
+            return re.search(rf"\b{re.escape(take.group(1))}\b", observed) is not None
+    return None
+
+
 def behaviour(episodes):
     """What the agent did at test time: the share of episodes in which a reply has a `Reflection:`
     line (a reflection placed at the start of a thought cannot be told apart from a thought), the
     reflection lines per episode, the share of steps that repeat an earlier step with the same answer,
-    over all steps and over the steps whose reply reflects, and how the episodes ended (% of episodes)."""
+    over all steps and over the steps whose reply reflects, the share of the episodes with a `take` whose
+    first one names an object already seen (None without any), and how the episodes ended (% of episodes)."""
     reflections = [sum("Reflection:" in m["content"] for m in e["messages"] if m["role"] == "assistant")
                    for e in episodes]
     steps = [step for e in episodes for step in steps_repeated(e["messages"])]
     after_reflection = [repeated for reflected, repeated in steps if reflected]
+    takes = [seen for seen in (first_take_seen(e["messages"]) for e in episodes) if seen is not None]
     ends = Counter(e["end_reason"] if e["end_reason"] in END_REASONS else "other" for e in episodes)
     return {"reflecting_episodes": round(100 * float(np.mean([n > 0 for n in reflections])), 2),
             "reflections_per_episode": round(float(np.mean(reflections)), 3),
             "repeated_steps": round(100 * float(np.mean([r for _, r in steps])), 2) if steps else None,
             "repeated_after_reflection": round(100 * float(np.mean(after_reflection)), 2) if after_reflection else None,
+            "first_take_seen": round(100 * float(np.mean(takes)), 2) if takes else None,
             "end_reasons": {reason: round(100 * ends[reason] / len(episodes), 2) for reason in [*END_REASONS, "other"]}}
 
 
@@ -280,13 +303,17 @@ def markdown(results):
               "|---|---|" + "---|" * len(families)]
     lines += [f"| {r['variant']} | {r['split']} | " + " | ".join(f"{r['family_scores'].get(f, float('nan')):.1f}"
                                                                 for f in families) + " |" for r in results["rows"]]
+    takes = any(r["behaviour"]["first_take_seen"] is not None for r in results["rows"])  # ALFWorld only
     lines += ["", "## What the agents did (every seed's episodes)", "",
               "| variant | split | episodes with a Reflection: line % | reflection lines an episode | "
-              "steps repeating an earlier step and its answer % | of the steps after a reflection % | ended: done % | "
-              "max steps % | invalid actions % | other % |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "steps repeating an earlier step and its answer % | of the steps after a reflection % | "
+              + "first take of an object already seen % | " * takes
+              + "ended: done % | max steps % | invalid actions % | other % |",
+              "|---|---|---|---|---|---|" + "---|" * takes + "---|---|---|---|"]
     lines += [f"| {r['variant']} | {r['split']} | {r['behaviour']['reflecting_episodes']:.1f} | "
               f"{r['behaviour']['reflections_per_episode']:.2f} | {percent(r['behaviour']['repeated_steps'])} | "
               f"{percent(r['behaviour']['repeated_after_reflection'])} | "
+              + f"{percent(r['behaviour']['first_take_seen'])} | " * takes
               + " | ".join(f"{r['behaviour']['end_reasons'][k]:.1f}" for k in [*END_REASONS, "other"]) + " |"
               for r in results["rows"]]
     undo = any("undo_kept" in c for c in results["data"].values())

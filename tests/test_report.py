@@ -85,10 +85,33 @@ def test_behaviour_counts_reflection_lines_repeated_steps_and_end_reasons():
     # steps with an action: 3 + 3 + 2 = 8; repeats: y twice (reflecting), z once; reflecting steps: go, y x 3
     assert report.behaviour(episodes) == {"reflecting_episodes": 50.0, "reflections_per_episode": 1.0,
                                           "repeated_steps": 37.5, "repeated_after_reflection": 50.0,
+                                          "first_take_seen": None,
                                           "end_reasons": {"done": 25.0, "max_steps": 25.0, "invalid_actions": 25.0,
                                                           "other": 25.0}}
     no_step = report.behaviour([episode([("Thought: no action", "Invalid format")], "max_steps")])
     assert no_step["repeated_steps"] is None and no_step["repeated_after_reflection"] is None
+
+
+def test_first_take_seen_tells_a_look_before_taking_from_a_guess():
+    def messages(*turns):
+        out = [{"role": "user", "content": "You see a desk 1 and a drawer 1.\n\nYour task is to: put a mug in drawer 1."}]
+        for action, answer in turns:
+            out += [{"role": "assistant", "content": f"Thought: t\nAction: {action}"}, {"role": "user", "content": answer}]
+        return out
+    arrive = ("go to desk 1", "You arrive at desk 1. On the desk 1, you see a mug 2, and a pen 1.")
+    assert report.first_take_seen(messages(arrive, ("take mug 2 from desk 1", "You pick up the mug 2."))) is True
+    # "mug 1" is not "mug 2", nor a part of "mug 12"; only the first take counts
+    assert report.first_take_seen(messages(arrive, ("take mug 1 from desk 1", "Nothing happens."),
+                                           ("take mug 2 from desk 1", "You pick up the mug 2."))) is False
+    assert report.first_take_seen(messages(("go to desk 1", "On the desk 1, you see a mug 12."),
+                                           ("take mug 1 from desk 1", "Nothing happens."))) is False
+    # the room's receptacles, listed before the first step, are not objects seen
+    assert report.first_take_seen(messages(arrive, ("take drawer 1 from desk 1", "Nothing happens."))) is False
+    assert report.first_take_seen(messages(arrive, ("take mug 2 from desk 1", "You pick up the mug 2."))[:2]) is None
+    episodes = [{"end_reason": "done", "messages": messages(arrive, ("take mug 2 from desk 1", "ok"))},
+                {"end_reason": "max_steps", "messages": messages(arrive, ("take pen 3 from desk 1", "Nothing happens."))},
+                {"end_reason": "max_steps", "messages": messages(arrive)}]  # no take: not counted
+    assert report.behaviour(episodes)["first_take_seen"] == 50.0
 
 
 def test_variance_components_recover_a_known_two_way_grid():
