@@ -134,14 +134,19 @@ def first_take_seen(messages):
     first observation, which lists the room's receptacles, does not count: they cannot be taken."""
     observed, stepped = "", False
     for message in messages:
-        if message["role"] != "assistant":
-            observed += message["content"] + "\n" if stepped else ""
-            continue
-        stepped = True
-        take = TAKE.match(parse_action(message["content"]) or "")
-        if take:
-            return re.search(rf"\b{re.escape(take.group(1))}\b", observed) is not None
+        if message["role"] == "assistant":
+            stepped = True
+            take = TAKE.match(parse_action(message["content"]) or "")
+            if take:
+                return re.search(rf"\b{re.escape(take.group(1))}\b", observed) is not None
+        elif stepped:
+            observed += message["content"] + "\n"
     return None
+
+
+def share(flags):
+    """% of True among flags, None when there is nothing to count."""
+    return round(100 * float(np.mean(flags)), 2) if flags else None
 
 
 def behaviour(episodes):
@@ -158,9 +163,9 @@ def behaviour(episodes):
     ends = Counter(e["end_reason"] if e["end_reason"] in END_REASONS else "other" for e in episodes)
     return {"reflecting_episodes": round(100 * float(np.mean([n > 0 for n in reflections])), 2),
             "reflections_per_episode": round(float(np.mean(reflections)), 3),
-            "repeated_steps": round(100 * float(np.mean([r for _, r in steps])), 2) if steps else None,
-            "repeated_after_reflection": round(100 * float(np.mean(after_reflection)), 2) if after_reflection else None,
-            "first_take_seen": round(100 * float(np.mean(takes)), 2) if takes else None,
+            "repeated_steps": share([r for _, r in steps]),
+            "repeated_after_reflection": share(after_reflection),
+            "first_take_seen": share(takes),
             "end_reasons": {reason: round(100 * ends[reason] / len(episodes), 2) for reason in [*END_REASONS, "other"]}}
 
 
