@@ -120,8 +120,8 @@ def alfworld_visit_thought(place, then):
         return f"I go to the {place} and open it."
     if verb in ("heat", "cool", "clean", "slice") and " with " in rest:
         return f"I go to the {place} to {verb} the {rest.split(' with ')[0]}."
-    if verb == "use":
-        return f"I go to the {place} to switch it on."
+    if verb == "use":  # the lamp stands on the receptacle
+        return f"I go to the {place} to switch on the {rest}."
     return f"I go to the {place}."
 
 
