@@ -213,21 +213,6 @@ def test_golden_trajectories_of_the_train_split_succeed():
                          "Thought: I take the book 1; the task needs it.\nAction: take book 1 from bed 1"]
 
 
-def test_the_expert_says_what_it_goes_to_a_receptacle_for():
-    task = "Your task is to: examine the alarmclock with the desklamp."
-    visits = {
-        "take alarmclock 1 from shelf 1": "I go to the shelf 1 to take the alarmclock 1.",
-        "move alarmclock 1 to shelf 1": "I go to the shelf 1 to put the alarmclock 1 there.",
-        "open shelf 1": "I go to the shelf 1 and open it.",
-        "clean alarmclock 1 with shelf 1": "I go to the shelf 1 to clean the alarmclock 1.",
-        "use desklamp 1": "I go to the shelf 1 to switch on the desklamp 1.",
-        "look": "I go to the shelf 1.",
-    }
-    for then, thought in visits.items():
-        assert oracle.scripted_thought(task, "go to shelf 1", [then]) == thought
-    assert oracle.scripted_thought(task, "go to shelf 1") == "I go to the shelf 1."
-
-
 def test_an_eval_run_with_a_scripted_policy_fails_every_game():
     def always_look(histories, keys):
         return ["Thought: I look around.\nAction: look"] * len(histories)

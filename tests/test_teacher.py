@@ -465,6 +465,21 @@ def test_golden_thoughts_scripted_or_from_a_hook():
     assert asks[0] == (golden["messages"][1]["content"], golden["messages"][:2], "go to greenhouse", ["focus on fern"])
 
 
+def test_the_alfworld_expert_says_what_it_goes_to_a_receptacle_for():
+    task = "Your task is to: examine the alarmclock with the desklamp."
+    visits = [  # (where it goes, what it does there next, the thought)
+        ("shelf 1", "take alarmclock 1 from shelf 1", "I go to the shelf 1 to take the alarmclock 1."),
+        ("dresser 1", "move alarmclock 1 to dresser 1", "I go to the dresser 1 to put the alarmclock 1 there."),
+        ("drawer 2", "open drawer 2", "I go to the drawer 2 and open it."),
+        ("sinkbasin 1", "clean alarmclock 1 with sinkbasin 1", "I go to the sinkbasin 1 to clean the alarmclock 1."),
+        ("sidetable 1", "use desklamp 1", "I go to the sidetable 1 to switch on the desklamp 1."),
+        ("shelf 1", "look", "I go to the shelf 1."),
+    ]
+    for place, then, thought in visits:
+        assert oracle_module.scripted_thought(task, f"go to {place}", [then]) == thought
+    assert oracle_module.scripted_thought(task, "go to shelf 1") == "I go to the shelf 1."
+
+
 def test_bounded_in_flight(server):
     server.default = ("sleep", 0.2)
     teacher = client(server.url, [], timeout=5, max_in_flight=2)
