@@ -161,7 +161,7 @@ def behaviour(episodes):
     after_reflection = [repeated for reflected, repeated in steps if reflected]
     takes = [seen for seen in (first_take_seen(e["messages"]) for e in episodes) if seen is not None]
     ends = Counter(e["end_reason"] if e["end_reason"] in END_REASONS else "other" for e in episodes)
-    return {"reflecting_episodes": round(100 * float(np.mean([n > 0 for n in reflections])), 2),
+    return {"reflecting_episodes": share([n > 0 for n in reflections]),
             "reflections_per_episode": round(float(np.mean(reflections)), 3),
             "repeated_steps": share([r for _, r in steps]),
             "repeated_after_reflection": share(after_reflection),
