@@ -1,4 +1,5 @@
-"""Writes the small hand-made ALFWorld games shipped in alfworld_data/ (run: python alfworld_games.py).
+"""Writes the small hand-made ALFWorld games shipped in alfworld_data/ (run: python alfworld_games.py), and
+the searching expert's prior (python alfworld_games.py --prior DATA: DATA holds the release's json_2.1.1/).
 
 ALFWorld's real games come from a download that is not reachable here, so this script writes games
 in ALFWorld's own on-disk format (initial_state.pddl, traj_data.json, game.tw-pddl) from the compact
@@ -6,17 +7,22 @@ descriptions below; the real engine then plays them like downloaded ones. Scenes
 receptacles) because the PDDL planner behind the expert slows down sharply on big scenes.
 Each game is checked by playing the planner's plan to a win; its plan is stored as the walkthrough.
 """
+import argparse
+import glob
 import json
 import os
 import random
+import re
 import shutil
 import textwrap
+from collections import Counter
 
 from alfworld.agents.utils.misc import add_task_to_grammar
 from alfworld.gen import constants, goal_library
 from alfworld.info import ALFRED_PDDL_PATH, ALFRED_TWL2_PATH
 
 OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "alfworld_data", "json_2.1.1")
+PRIOR_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "alfworld_data", "search_prior.json")
 
 # Rooms: scene number -> receptacles. Seen scenes (1-4) host train and valid_seen games; 5-7 are
 # unseen (valid_unseen only), as ALFWorld's seen/unseen splits differ by room.
@@ -173,8 +179,8 @@ def solve(gamefile):
     return plan
 
 
-def write_game(folder, traj, problem, domain, grammar):
-    path = os.path.join(OUT_DIR, folder)
+def write_game(folder, traj, problem, domain, grammar, out_dir=OUT_DIR):
+    path = os.path.join(out_dir, folder)
     os.makedirs(path)
     random.seed(folder)  # the task sentence is drawn from templates with `random`: fix it per game
     game = {"pddl_domain": domain, "grammar": add_task_to_grammar(grammar, traj), "pddl_problem": problem}
@@ -188,7 +194,43 @@ def write_game(folder, traj, problem, domain, grammar):
     return game["walkthrough"]
 
 
+def search_prior(data_dir):
+    """{object type: {receptacle type: share}} over the train split's games: of the receptacles of a type
+    in the rooms where such an object exists, the share that hold one at the start (types as the game
+    writes them: "mug", "countertop"). The searching expert (envs.py) checks the likeliest first."""
+    held, offered = Counter(), Counter()
+    games = sorted(glob.glob(os.path.join(data_dir, "json_2.1.1", "train", "*", "*", "game.tw-pddl")))
+    if not games:
+        raise FileNotFoundError(f"no train games under {data_dir}/json_2.1.1/train")
+    for path in games:
+        with open(path) as f:
+            problem = json.load(f)["pddl_problem"]
+        rtype = dict(re.findall(r"\(receptacleType (\S+) (\S+)Type\)", problem))
+        otype = dict(re.findall(r"\(objectType (\S+) (\S+)Type\)", problem))
+        contents = {}
+        for obj, recep in re.findall(r"\(inReceptacle (\S+) (\S+)\)", problem):
+            contents.setdefault(recep, set()).add(otype[obj].lower())
+        present = {t.lower() for t in otype.values()}
+        for recep, kind in rtype.items():
+            for o in present:
+                offered[o, kind.lower()] += 1
+                held[o, kind.lower()] += o in contents.get(recep, ())
+    prior = {}
+    for (o, r), n in sorted(offered.items()):
+        if held[o, r]:
+            prior.setdefault(o, {})[r] = round(held[o, r] / n, 4)
+    return prior
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prior", metavar="DATA", help="write alfworld_data/search_prior.json from DATA's train games")
+    args = parser.parse_args()
+    if args.prior:
+        with open(PRIOR_FILE, "w") as f:
+            json.dump(search_prior(args.prior), f, indent=1, sort_keys=True)
+            f.write("\n")
+        return
     with open(ALFRED_PDDL_PATH) as f:
         domain = f.read()
     with open(ALFRED_TWL2_PATH) as f:

@@ -215,7 +215,7 @@ def bench_expert(device, n_games=6, noisy_every=3, max_steps=40):
         env.reset(task_id)
         for n in range(max_steps):
             start = time.perf_counter()
-            plan, _ = envs.expert_view(env)
+            plan, _, _ = envs.expert_view(env)
             spent, queries = spent + time.perf_counter() - start, queries + 2
             if not plan:
                 break

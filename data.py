@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import random
+import re
 from collections import Counter
 
 import torch
@@ -213,15 +214,27 @@ def eto_to_trajectory(record, env):
     return traj
 
 
+# ALFWorld before 0.4 (ETO's data, AgentGym's) places an object with "put X in/on Y"; alfworld 0.4.2,
+# which this project plays, only understands "move X to Y".
+OLD_ALFWORLD_PUT = re.compile(r"^(?:Action:\s*)?put .+ in/on ", re.M)
+
+
 def convert_eto(records, env, where=None):
     """ETO's golden trajectories ({"id", "conversations": [{"from", "value"}]}) in our format.
-    `where` names each record in errors (default: its index)."""
+    `where` names each record in errors (default: its index). ALFWorld data in the grammar of
+    alfworld 0.3.x ("put X in/on Y") gets a warning: the engine here rejects those commands."""
     out = []
     for i, record in enumerate(records):
         try:
             out.append(eto_to_trajectory(record, env))
         except ValueError as e:
             raise ValueError(f"{where[i] if where else f'ETO record {i}'}: {e}") from None
+    old = sum(any(m["role"] == "assistant" and OLD_ALFWORLD_PUT.search(m["content"]) for m in t["messages"])
+              for t in out)
+    if env == "alfworld" and old:
+        log.warning("%d of %d ALFWorld trajectories place objects with \"put X in/on Y\", alfworld 0.3.x's grammar: "
+                    "alfworld 0.4.2 (played here) answers \"Nothing happens.\" to it and says \"move X to Y\"; "
+                    "a student trained on them learns a command the engine rejects", old, len(out))
     return out
 
 

@@ -4,6 +4,7 @@
     first = env.reset(env.task_ids()[0])      # the task and the first observation
     obs, reward, done, info = env.step("look around")
     env.expert_action()                       # the expert's next action from here, or None
+    env.expert_thought()                      # why it does that, when the expert says (else None)
     env.expert_plan()                         # its whole plan from here ([] once won, None: no way to win)
     env.undo()                                # take the last step back
 
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import threading
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import requests
@@ -38,7 +39,8 @@ class StepFacts:
     got the same observation earlier, with no progress since; irreversible: the step ended the
     episode without success, or left the expert no way to finish; plan_before, plan_after: the length
     of the expert's plan around the step (None: no expert, or no way to finish); expert_before,
-    expert_after: the expert's next action around it; expert_plan_after: its plan after it."""
+    expert_after: the expert's next action around it; expert_plan_after: its plan after it;
+    expert_thought_after: why the expert does expert_after, when it says (ALFWorld's searching expert)."""
     rejected: bool | None = None
     repeated: bool = False
     irreversible: bool = False
@@ -47,6 +49,7 @@ class StepFacts:
     expert_before: str | None = None
     expert_after: str | None = None
     expert_plan_after: list = field(default_factory=list)
+    expert_thought_after: str | None = None
 
 
 @dataclass
@@ -72,21 +75,23 @@ class AgentStep:
 
 
 def expert_view(env):
-    """(the expert's plan, its next action) in the env's current state; (None, None) without an
-    expert or without a way to finish."""
+    """(the expert's plan, its next action, its thought for it) in the env's current state; (None,
+    None, None) without an expert or without a way to finish."""
     plan = env.expert_plan()
-    return plan, env.expert_action() if plan else None
+    return (plan, env.expert_action(), env.expert_thought()) if plan else (plan, None, None)
 
 
 def step_facts(before, after, info, done, repeated):
     """The StepFacts of a step. before, after: expert_view() around it; info, done: the env's answer
-    to it; repeated: whether the same action got the same observation earlier with no progress since."""
-    (plan_before, expert_before), (plan_after, expert_after) = before, after
-    return StepFacts(rejected=info["invalid"], repeated=repeated,
+    to it; repeated: whether the same action got the same observation earlier with no progress since,
+    or went back where the expert had already looked (info["revisit"], ALFWorld's searching expert)."""
+    (plan_before, expert_before, _), (plan_after, expert_after, thought_after) = before, after
+    return StepFacts(rejected=info["invalid"], repeated=repeated or info.get("revisit", False),
                      irreversible=done and not info["won"] or plan_before is not None and plan_after is None,
                      plan_before=None if plan_before is None else len(plan_before),
                      plan_after=None if plan_after is None else len(plan_after),
-                     expert_before=expert_before, expert_after=expert_after, expert_plan_after=plan_after or [])
+                     expert_before=expert_before, expert_after=expert_after, expert_plan_after=plan_after or [],
+                     expert_thought_after=thought_after)
 
 
 # ----------------------------------------------------------------------------- ScienceWorld
@@ -369,6 +374,9 @@ class SciWorld:
         plan = self.expert_plan()
         return plan[0] if plan else None
 
+    def expert_thought(self):
+        return None  # the gold paths and the route planner give no reasons
+
     def _follow(self):
         """Advances the route over the steps taken since the expert last looked; checks the plan
         after steps it did not contain."""
@@ -649,10 +657,293 @@ class ReplayUndo:
             self.step(action)
 
 
+# ----------------------------------------------------------------------------- ALFWorld's searching expert
+
+ALFWORLD_EXPERTS = ("search", "planner")  # the first is the default
+ALFWORLD_PRIOR = os.path.join(ALFWORLD_SHIPPED, "search_prior.json")  # written by alfworld_games.py --prior
+ALFWORLD_TOOLS = {"clean": "sinkbasin", "heat": "microwave", "cool": "fridge"}  # the receptacle each change needs
+ALFWORLD_CHANGE = {"pick_clean_then_place_in_recep": "clean", "pick_heat_then_place_in_recep": "heat",
+                   "pick_cool_then_place_in_recep": "cool"}
+ALFWORLD_BASINS = ("sinkbasin", "bathtubbasin", "garbagecan")  # things are in these, not on them
+SEARCH_LIMIT = 200  # steps of a simulated search before it counts as lost
+SHOWN_PLACES = 3  # places named in a thought
+
+
+@dataclass(frozen=True)
+class AlfredTask:
+    """What an ALFWorld game asks, from its folder's name "type-Object-Mrecep-Parent-scene": kind (the task
+    type), obj (the object's type, "mug"), target (the receptacle type to put it in, or for
+    look_at_obj_in_light the lamp's type), as the game names them."""
+    kind: str
+    obj: str
+    target: str
+
+    @classmethod
+    def of(cls, task_id):
+        kind, obj, _, target, _ = task_id.split("/")[-2].split("-")
+        return cls(kind, obj.lower(), target.lower())
+
+
+def kind_of(name):
+    """"countertop 2" -> "countertop"."""
+    return name.rsplit(" ", 1)[0]
+
+
+def by_number(name):
+    kind, _, number = name.rpartition(" ")
+    return kind, int(number) if number.isdigit() else 0
+
+
+@dataclass
+class Room:
+    """An ALFWorld room as the engine holds it, named as the game writes things ("mug 1"): read from the
+    engine's facts, or played forward by the searching expert's simulation (apply). Receptacles: their
+    location, which open, which are open, what they hold."""
+    location: dict  # receptacle -> its location
+    openable: set
+    opened: set
+    contents: dict  # receptacle -> [objects]
+    at: str | None  # the agent's location
+    holding: str | None
+    changed: dict  # "clean"/"heat"/"cool" -> objects made so
+    toggled: set  # lamps switched on
+
+    @classmethod
+    def of(cls, state):
+        """The room in a textworld state of ALFWorld's engine (its facts, demangled names)."""
+        names = {k: info.name for k, info in state["_entity_infos"].items()}
+        room = cls({}, set(), set(), {}, None, None, {k: set() for k in ALFWORLD_TOOLS}, set())
+        fact = {"isclean": room.changed["clean"], "ishot": room.changed["heat"], "iscool": room.changed["cool"],
+                "istoggled": room.toggled, "openable": room.openable, "opened": room.opened}
+        for f in state["_facts"]:
+            args = [names.get(v.name, v.name) for v in f.arguments]
+            if f.name == "receptacleatlocation":
+                room.location[args[0]] = args[1]
+                room.contents.setdefault(args[0], [])
+            elif f.name == "inreceptacle":
+                room.contents.setdefault(args[1], []).append(args[0])
+            elif f.name == "atlocation":
+                room.at = args[1]
+            elif f.name == "holds":
+                room.holding = args[1]
+            elif f.name in fact:
+                fact[f.name].add(args[0])
+        for objects in room.contents.values():
+            objects.sort(key=by_number)
+        return room
+
+    def copy(self):
+        """A copy to play forward; the furniture (location, openable) is shared: no command changes it."""
+        return Room(self.location, self.openable, set(self.opened), {r: list(o) for r, o in self.contents.items()},
+                    self.at, self.holding, {k: set(v) for k, v in self.changed.items()}, set(self.toggled))
+
+    def where(self, receptacle):
+        """"in the fridge 1", "on the countertop 1"."""
+        inside = receptacle in self.openable or kind_of(receptacle) in ALFWORLD_BASINS
+        return f"{'in' if inside else 'on'} the {receptacle}"
+
+    def shows(self, receptacle):
+        """Whether one standing at the receptacle sees what it holds."""
+        return receptacle not in self.openable or receptacle in self.opened
+
+    def apply(self, action):
+        """The effect of one of the searching expert's commands (the engine's rules for them)."""
+        verb, _, rest = action.partition(" ")
+        if verb == "go":
+            self.at = self.location[rest.removeprefix("to ")]
+        elif verb == "open":
+            self.opened.add(rest)
+        elif verb == "take":
+            obj, receptacle = rest.split(" from ")
+            self.contents[receptacle].remove(obj)
+            self.holding = obj
+        elif verb == "move":
+            obj, receptacle = rest.split(" to ")
+            self.contents[receptacle] = sorted(self.contents[receptacle] + [obj], key=by_number)
+            self.holding = None
+        elif verb in ALFWORLD_TOOLS:
+            obj = rest.split(" with ")[0]
+            self.changed[verb].add(obj)
+            if verb in ("heat", "cool"):  # hot and cold undo each other
+                self.changed["cool" if verb == "heat" else "heat"].discard(obj)
+        elif verb == "use":
+            self.toggled.add(rest)
+        elif verb != "examine":
+            raise ValueError(f"the searching expert's simulation has no rule for {action!r}")
+
+    def won(self, task):
+        """The game's goal, for the task types of ALFWorld's benchmark."""
+        if task.kind == "look_at_obj_in_light":
+            here = [o for r, at in self.location.items() if at == self.at for o in self.contents[r]]
+            return (self.holding is not None and kind_of(self.holding) == task.obj
+                    and any(kind_of(o) == task.target and o in self.toggled for o in here))
+        change = ALFWORLD_CHANGE.get(task.kind)
+        needed = 2 if task.kind == "pick_two_obj_and_place" else 1
+        return any(kind_of(r) == task.target and needed <= sum(
+            kind_of(o) == task.obj and (change is None or o in self.changed[change]) for o in objects)
+            for r, objects in self.contents.items())
+
+
+@dataclass
+class SearchKnowledge:
+    """What the agent knows of a room: the receptacles the room's first observation lists, where each
+    stands and which open (the room's furniture, the same wherever the objects are), where it is, what it
+    holds and has changed, and what it has seen inside the receptacles it has looked into (seen, in the
+    order first seen). `facing`: the receptacle it last went to, opened or examined."""
+    room: Room  # the furniture and the agent's state, without the contents: those are in `seen`
+    seen: dict = field(default_factory=dict)  # receptacle -> [objects], as last seen
+    facing: str | None = None
+
+    @classmethod
+    def start(cls, room):
+        known = cls(room)
+        known.observe(room)
+        return known
+
+    def observe(self, room, action=None, valid=False):
+        """After a step (valid: the engine took it; no action: the start): the agent's state from the
+        room, and what it now sees. The room's contents are read here only, for the receptacle faced."""
+        verb, _, rest = norm_action(action or "").partition(" ")
+        if valid and verb in ("go", "open", "examine") and rest.removeprefix("to ") in room.location:
+            self.facing = rest.removeprefix("to ")
+        if self.facing and room.at == room.location[self.facing] and room.shows(self.facing):
+            self.seen[self.facing] = list(room.contents[self.facing])
+        self.room = replace(room, contents=None)
+
+    def copy(self):
+        return SearchKnowledge(self.room, {r: list(o) for r, o in self.seen.items()}, self.facing)
+
+    def here(self, receptacle):
+        return self.room.at == self.room.location[receptacle]
+
+
+def places(names):
+    """"desk 1, dresser 1, shelf 2 and 4 more"."""
+    shown = ", ".join(names[:SHOWN_PLACES])
+    more = len(names) - SHOWN_PLACES
+    return shown if more <= 0 else f"{shown} and {more} more"
+
+
+@lru_cache(maxsize=None)
+def search_prior():
+    with open(ALFWORLD_PRIOR) as f:
+        return json.load(f)
+
+
+class SearchingExpert:
+    """ALFWorld's expert that searches as the agent must: it acts only on what the agent has seen
+    (SearchKnowledge), never on where the objects really are. To find an object it checks the
+    receptacles of the room, likeliest first by a prior from the train split's games
+    (alfworld_data/search_prior.json: the share of receptacles of each type that hold such an object),
+    each once, opening closed ones, and takes the first such object it has seen; then it does the
+    rest of the task (the sinkbasin, microwave or fridge, the lamp, the target receptacle) as the
+    planner would. step() gives its next thought and command; plan() plays it forward on a copy of
+    the real room to the win (what the judge's plan lengths count)."""
+
+    def __init__(self, task, prior):
+        self.task, self.prior = task, prior  # prior: search_prior()
+
+    def search_order(self, known, thing):
+        """The receptacles not yet looked into, likeliest to hold a `thing` first."""
+        likely = self.prior.get(thing, {})
+        left = [r for r in known.room.location if r not in known.seen]
+        return sorted(left, key=lambda r: (-likely.get(kind_of(r), 0.0), by_number(r)))
+
+    def first_seen(self, known, thing, skip=()):
+        """(object, receptacle) of the first `thing` seen that is still there, or None."""
+        return next(((o, r) for r, objects in known.seen.items() if r not in skip
+                     for o in objects if kind_of(o) == thing), None)
+
+    def search(self, known, thing, why):
+        """The next command looking for a `thing`: go to the likeliest receptacle not yet looked into
+        (examine one where the agent already stands), open it if closed."""
+        order = self.search_order(known, thing)
+        if not order:
+            return None
+        place, room = order[0], known.room
+        if known.here(place) and place in room.openable and place not in room.opened:
+            return f"The {place} is closed. I open it to look for {with_a(thing)} inside.", f"open {place}"
+        missed = known.facing if known.facing in known.seen else None
+        said = f"There is no {thing} {room.where(missed)}. " if missed else ""
+        rest = f" After it: {places(order[1:])}." if len(order) > 1 else ""
+        thought = f"{said}{why}: I check the {place} next.{rest}"
+        return thought, (f"examine {place}" if known.here(place) else f"go to {place}")
+
+    def target(self, known):
+        """Where the object goes: a receptacle of the target type that already holds one (the second
+        object goes beside the first), else one the agent stands at, else the first by number."""
+        room, task = known.room, self.task
+        targets = sorted((r for r in room.location if kind_of(r) == task.target), key=by_number)
+        holding = [r for r in targets if any(kind_of(o) == task.obj for o in known.seen.get(r, ()))]
+        return (holding or [r for r in targets if known.here(r)] or targets or [None])[0]
+
+    def go_and(self, known, place, then, thought, reason):
+        """`then` at `place`: first go there (or open it) when needed."""
+        room = known.room
+        if not known.here(place):
+            return f"{reason} I go to the {place}.", f"go to {place}"
+        if place in room.openable and place not in room.opened and then.startswith(("take", "move")):
+            return f"The {place} is closed. I open it.", f"open {place}"
+        return thought, then
+
+    def step(self, known):
+        """(thought, command) of the expert from what the agent knows; None when it has nothing to do."""
+        task, room = self.task, known.room
+        held, obj = room.holding, task.obj
+        if held is not None and kind_of(held) != obj:  # not what the task needs: put it back here
+            place = known.facing or next(iter(room.location))
+            return self.go_and(known, place, f"move {held} to {place}",
+                               f"The {held} is not what the task needs. I put it down {room.where(place)}.",
+                               f"The {held} is not what the task needs.")
+        if held is None:
+            target = self.target(known) if task.kind == "pick_two_obj_and_place" else None
+            found = self.first_seen(known, obj, skip={target})
+            if found is None:
+                second = "another" if target and self.first_seen(known, obj) else "a"
+                return self.search(known, obj, f"I need {second} {obj}")
+            o, place = found
+            return self.go_and(known, place, f"take {o} from {place}", f"I see the {o} {room.where(place)}. I take it.",
+                               f"I saw the {o} {room.where(place)}.")
+        change = ALFWORLD_CHANGE.get(task.kind)
+        if change and held not in room.changed[change]:
+            tool = min((r for r in room.location if kind_of(r) == ALFWORLD_TOOLS[change]), key=by_number)
+            return self.go_and(known, tool, f"{change} {held} with {tool}", f"I {change} the {held} with the {tool}.",
+                               f"I have the {held}; to {change} it I need the {tool}.")
+        if task.kind == "look_at_obj_in_light":
+            found = self.first_seen(known, task.target)
+            if found is None:
+                return self.search(known, task.target, f"I have the {held}; now I need a {task.target}")
+            lamp, place = found
+            return self.go_and(known, place, f"use {lamp}", f"I switch on the {lamp} to look at the {held} under it.",
+                               f"I have the {held}, and I saw the {lamp} {room.where(place)}.")
+        place = self.target(known)
+        return self.go_and(known, place, f"move {held} to {place}", f"I put the {held} {room.where(place)}.",
+                           f"I have the {held}; it goes {room.where(place)}.")
+
+    def plan(self, room, known):
+        """The expert's commands from here to the win, played on a copy of the room; [] once won, None
+        when it gets stuck or does not win within SEARCH_LIMIT steps."""
+        room, known, actions = room.copy(), known.copy(), []  # the copies are played, the env's are not
+        while not room.won(self.task):
+            move = self.step(known) if len(actions) < SEARCH_LIMIT else None
+            if move is None:
+                return None
+            actions.append(move[1])
+            room.apply(move[1])
+            known.observe(room, move[1], valid=True)
+        return actions
+
+
+def with_a(thing):
+    return ("an " if thing[:1] in "aeiou" else "a ") + thing
+
+
 class AlfWorldEnv(ReplayUndo):
     """ALFWorld's text engine. Splits: the folders of json_2.1.1 (train, valid_seen or seen,
     valid_unseen or unseen). Options: data_dir (holds json_2.1.1/; default $ALFWORLD_DATA, else
-    the games shipped in alfworld_data/), max_steps (40, ETO's limit)."""
+    the games shipped in alfworld_data/), max_steps (40, ETO's limit), expert: "planner" (the PDDL
+    planner, which knows where everything is and goes straight to it) or "search" (SearchingExpert:
+    it looks for things as the agent must)."""
     name = "alfworld"
 
     @staticmethod
@@ -661,12 +952,15 @@ class AlfWorldEnv(ReplayUndo):
         return task_id.split("/")[-2].split("-")[0]
     instruction = ALFWORLD_INSTRUCTION
 
-    def __init__(self, split, data_dir=None, max_steps=40):
-        self.split, self.max_steps = ALFWORLD_SPLIT_ALIASES.get(split, split), int(max_steps)
+    def __init__(self, split, data_dir=None, max_steps=40, expert=ALFWORLD_EXPERTS[0]):
+        if expert not in ALFWORLD_EXPERTS:
+            raise ValueError(f"ALFWorld expert must be one of {ALFWORLD_EXPERTS}, got {expert!r}")
+        self.split, self.max_steps, self.expert = ALFWORLD_SPLIT_ALIASES.get(split, split), int(max_steps), expert
         self.data_dir = os.path.abspath(data_dir or default_alfworld_data())
         self._games = alfworld_games(self.data_dir, self.split)
         self._tw = None  # one textworld env, loaded with each new game (each env loads its own planner library)
         self._state = self._plan = None
+        self._searcher = self._known = self._room = None  # the searching expert, what the agent knows, the room
 
     def task_ids(self):
         return list(self._games)
@@ -677,7 +971,7 @@ class AlfWorldEnv(ReplayUndo):
             raise KeyError(f"ALFWorld {self.split}: no game {task_id!r} under {self.data_dir} (e.g. {example!r})")
         import textworld
         from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
-        path, self._state = self._games[task_id], None
+        path, self._state, self._room = self._games[task_id], None, None
         self._task_id, self._actions = task_id, []
         memoize_alfworld_loading()
         with alfworld_engine():
@@ -688,17 +982,23 @@ class AlfWorldEnv(ReplayUndo):
             self._state = self._tw.reset()
         with open(path) as f:  # the game's walkthrough: a winning plan from the start, so none is searched for
             self._plan = json.load(f).get("walkthrough") or None
+        if self.expert == "search":
+            self._searcher = SearchingExpert(AlfredTask.of(task_id), search_prior())
+            self._known = SearchKnowledge.start(self.room())
         return self._state.feedback.removeprefix(ALFWORLD_BANNER).strip()
 
     def step(self, action):
         if self._state is None:
             raise RuntimeError("ALFWorld: step() before reset()")
-        before = self._state
+        before, revisit = self._state, self.revisits(action)
         with alfworld_engine():
             self._state, _, _ = self._tw.step(action)
         self._actions.append(action)
         obs, won = self._state.feedback, bool(self._state["won"])
         invalid = obs == ALFWORLD_INVALID
+        self._room = None
+        if self._known is not None:
+            self._known.observe(self.room(), action, valid=not invalid)
         # The game is deterministic, so the plan is asked of the planner again only after a step off
         # it: the plan's next action done, the rest of it still wins; a step that changed no fact of
         # the game (a command it rejected, "Nothing happens.") leaves the whole plan valid.
@@ -706,19 +1006,42 @@ class AlfWorldEnv(ReplayUndo):
             self._plan = self._plan[1:]
         elif self._plan is not None and set(self._state["_facts"]) != set(before["_facts"]):
             self._plan = None
-        return obs, float(won), won, {"score": float(won), "won": won, "invalid": invalid}
+        return obs, float(won), won, {"score": float(won), "won": won, "invalid": invalid, "revisit": revisit}
+
+    def room(self):
+        """The room in the engine's current state (read once per state)."""
+        if self._room is None:
+            self._room = Room.of(self._state)
+        return self._room
+
+    def revisits(self, action):
+        """Whether `action` goes back to, opens or examines a receptacle the agent has already looked
+        into, where the searching expert would not: a wasted move (the judge is told it repeats a step)."""
+        if self._known is None or self._state is None or self._state["won"]:
+            return False
+        verb, _, rest = norm_action(action).partition(" ")
+        move = self._searcher.step(self._known)
+        return (verb in ("go", "open", "examine") and rest.removeprefix("to ") in self._known.seen
+                and not (move and norm_action(move[1]) == norm_action(action)))
 
     def expert_plan(self):
+        """The expert's plan from the current state: [] once won, None if it finds none. The searching
+        expert's: SearchingExpert.plan. The planner's: see planner_plan."""
+        if self._state is None:
+            raise RuntimeError("ALFWorld: expert_plan() before reset()")
+        if self._state["won"]:
+            return []
+        if self._searcher is not None:
+            return self._searcher.plan(self.room(), self._known)
+        return self.planner_plan()
+
+    def planner_plan(self):
         """The PDDL planner's plan from the current state: [] once won, None if it finds none.
         It is the plan AlfredExpert(PLANNER) reads from textworld's policy_commands (that wrapper is
         what alfworld 0.4.2's AlfredTWEnv fails to install), but planned only when asked and only
         after a step off the last plan (from the start, the game file's walkthrough is the plan):
         textworld would replan on every step (~1 ms on the shipped scenes, up to seconds on the
         benchmark's)."""
-        if self._state is None:
-            raise RuntimeError("ALFWorld: expert_plan() before reset()")
-        if self._state["won"]:
-            return []
         if self._plan is None:
             game = self._tw.unwrapped
             with alfworld_engine():
@@ -726,14 +1049,28 @@ class AlfWorldEnv(ReplayUndo):
         return list(self._plan) or None
 
     def expert_action(self):
-        """The planner's next command from the current state; None once won (or if no plan)."""
+        """The expert's next command from the current state; None once won (or if no plan)."""
+        if self._searcher is not None:
+            move = self.expert_move()
+            return move and move[1]
         plan = self.expert_plan()
         return plan[0] if plan else None
+
+    def expert_thought(self):
+        """Why the expert does its next command: the searching expert says (what it looks for, where it
+        has not looked yet); the planner does not (None)."""
+        move = self.expert_move() if self._searcher is not None else None
+        return move and move[0]
+
+    def expert_move(self):
+        if self._state is None:
+            raise RuntimeError("ALFWorld: expert_action() before reset()")
+        return None if self._state["won"] else self._searcher.step(self._known)
 
     def close(self):
         if self._tw is not None:
             self._tw.close()
-            self._tw = self._state = self._plan = None
+            self._tw = self._state = self._plan = self._room = None
 
 
 # ----------------------------------------------------------------------------- WebShop
@@ -874,6 +1211,9 @@ class WebShopEnv(ReplayUndo):
         return None  # the protocol offers no expert
 
     def expert_action(self):
+        return None
+
+    def expert_thought(self):
         return None
 
     def close(self):

@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from data import parse_action, render_turn
 from envs import norm_action
-from teacher import (CAN_UNDO, ENGINE_REJECTED, EXPERT_AFTER, EXPERT_BEFORE, EXPERT_THEN, NO_WAY, PLAN_AFTER,
-                     PLAN_BEFORE, REFERENCE_HEADER, REPEATS, STEP_HEADER, TAKEN_BACK)
+from teacher import (CAN_UNDO, ENGINE_REJECTED, EXPERT_AFTER, EXPERT_BEFORE, EXPERT_THEN, EXPERT_WHY, NO_WAY,
+                     PLAN_AFTER, PLAN_BEFORE, REFERENCE_HEADER, REPEATS, STEP_HEADER, TAKEN_BACK)
 
 # ----------------------------------------------------------------------------- scripted thoughts
 
@@ -219,6 +219,9 @@ def reflection(kind, step):
         if action.startswith(MOVES) and norm_action(target).startswith(MOVES):
             return f"I left the {target.split(' to ', 1)[1]}, where my next step has to happen."
         return "That took me further from the goal: it will have to be undone."
+    place = re.fullmatch(r"(?:go to|examine|open) (.+ \d+)", action)  # an ALFWorld receptacle
+    if place:
+        return f"I had already looked at the {place.group(1)}: going back there shows me nothing new."
     return "I did the same thing before and got the same answer; doing it again gets me nowhere."
 
 
@@ -240,6 +243,7 @@ def read_step(prompt):
             "plan_before": plan_length(find_line(reference, PLAN_BEFORE)),
             "plan_after": plan_length(find_line(reference, PLAN_AFTER)),
             "expert_before": find_line(reference, EXPERT_BEFORE), "expert_after": find_line(reference, EXPERT_AFTER),
+            "expert_why": find_line(reference, EXPERT_WHY),
             "later": [a.strip() for a in (find_line(reference, EXPERT_THEN) or "").split(";") if a.strip()]}
 
 
@@ -247,16 +251,18 @@ def oracle_verdict(prompt):
     """The scripted teacher's answer to a teacher prompt, as the JSON object an LLM would write:
     "wrong" when the verdict rule says so (see error_kind), with a reflection and the expert's next
     action after the step (or, for a step that cannot be undone, the one it should have done: the
-    episode ends, or goes on from the state before the step); else "correct". Without facts and an
-    expert to correct by, every step is "correct"."""
+    episode ends, or goes on from the state before the step), thought through as the expert gives
+    its reason (else scripted); else "correct". Without facts and an expert to correct by, every
+    step is "correct"."""
     step = read_step(prompt)
     kind = error_kind(step) if step["known"] else None
     action = step["expert_before"] if kind == "irreversible" else step["expert_after"]
     if kind is None or not action:
         return {"verdict": "correct"}
     later = [] if kind == "irreversible" else step["later"]
-    return {"verdict": "wrong", "reflection": reflection(kind, step),
-            "thought": scripted_thought(step["task"], action, later), "action": action}
+    thought = step["expert_why"] if kind != "irreversible" and step["expert_why"] else \
+        scripted_thought(step["task"], action, later)
+    return {"verdict": "wrong", "reflection": reflection(kind, step), "thought": thought, "action": action}
 
 
 class JSONHandler(BaseHTTPRequestHandler):

@@ -44,7 +44,8 @@ log = logging.getLogger("step.pipeline")
 
 def golden(cfg: AgentConfig, out):
     """Golden trajectories from the engine's expert, verified by the engine, appended as they come;
-    every turn gets a thought from the oracle's scripted annotator (oracle.annotate_golden)."""
+    every turn has a thought: the expert's own (ALFWorld's searching expert), else one from the
+    oracle's scripted annotator (oracle.annotate_golden)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     listed = cfg.listed()
@@ -197,6 +198,7 @@ class PipelineConfig:
     model: str | None = None  # start from this checkpoint instead of a scratch model
     teacher: TeacherConfig = field(default_factory=TeacherConfig)  # url None: the oracle on loopback
     golden: str | None = None  # golden trajectories to use as D1/U2 instead of the engine's expert
+    expert: str | None = None  # ALFWorld's expert: "search" or "planner" [envs.AlfWorldEnv's]
     max_corrections: int = 5
     irreversible: str = "end"  # "end" or "undo" (see synthesize)
     variants: list = field(default_factory=lambda: list(DEFAULT_VARIANTS))
@@ -283,8 +285,8 @@ def tokenizer_texts(trajectories):
     for t in trajectories[:200]:
         actions = [parse_action(m["content"]) for m in t["messages"] if m["role"] == "assistant"]
         for wrong, right in zip(actions[1:] + actions[:1], actions):
-            rejected = envs.step_facts(before=([right], right), after=([right], right), info={"invalid": True},
-                                       done=False, repeated=False)
+            rejected = envs.step_facts(before=([right], right, None), after=([right], right, None),
+                                       info={"invalid": True}, done=False, repeated=False)
             made_up = AgentStep(env=t["env"], split=t["split"], task_id=t["task"], instruction="",
                                 task=t["messages"][1]["content"], history=[], reply=f"Action: {wrong}",
                                 thought=None, action=wrong, observation="No known action matches that input.",
@@ -402,7 +404,7 @@ def run_pipeline(cfg: PipelineConfig):
     seeds = seed_list(cfg)
     task_types = cfg.task_types or (preset["task_types"] if cfg.env == "sciworld" else None)
     common = dict(env=cfg.env, task_types=task_types, device=cfg.device, parallel=cfg.parallel,
-                  max_steps=cfg.max_steps, threads=cfg.threads)
+                  max_steps=cfg.max_steps, threads=cfg.threads, expert=cfg.expert)
     start = time.time()
     if cfg.teacher.url:  # a teacher that is down fails now, not after stage 1's training
         connect_teacher(cfg.teacher, cfg.parallel)

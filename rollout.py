@@ -31,7 +31,8 @@ import torch
 from tqdm import tqdm
 
 import envs
-from data import append_jsonl, encode_prompt, end_of_turn_id, parse_action, parse_thought, read_jsonl, write_atomic
+from data import (append_jsonl, encode_prompt, end_of_turn_id, parse_action, parse_thought, read_jsonl,
+                  render_turn, write_atomic)
 from envs import AgentStep, expert_view, norm_action, step_facts
 from model import CachedDecoder, default_device, load_model, load_tokenizer, physical_cores
 
@@ -58,13 +59,18 @@ class AgentConfig:
     device: str | None = None  # [cuda if available, else cpu]
     threads: int | None = None  # CPU threads for the model [physical cores]
     student_url: str | None = None  # the model served at this OpenAI-compatible URL (e.g. vLLM) instead of in-process
+    expert: str | None = None  # ALFWorld's expert: "search" or "planner" [envs.AlfWorldEnv's]
 
     def env_options(self, listed=None):
         """make_env's options: task_types narrows the task families (SciWorld; a task list asks for
-        exactly the families it names), max_steps overrides the episode limit."""
+        exactly the families it names), max_steps overrides the episode limit, expert picks ALFWorld's."""
         options = {"tasks": self.task_types.split(",")} if self.task_types else {}
         if listed and self.env == "sciworld":
             options["tasks"] = sorted({envs.task_family(self.env, t) for t in listed})
+        if self.expert:
+            if self.env != "alfworld":
+                raise ValueError(f"--expert picks ALFWorld's expert; {self.env} has one expert")
+            options["expert"] = self.expert
         return {**options, "max_steps": self.max_steps} if self.max_steps else options
 
     def listed(self):
@@ -314,17 +320,17 @@ class Slot:
 
 
 def golden_trajectory(env, task_id):
-    """The expert's trajectory: expert_action() played until done; turns are "Action: <action>"
-    (experts give no thoughts: oracle.annotate_golden adds them). Raises RuntimeError when the
-    expert does not succeed."""
+    """The expert's trajectory: expert_action() played until done; turns are "Thought: ...\nAction:
+    ..." where the expert says why (expert_thought()), else "Action: <action>" (oracle.annotate_golden
+    adds thoughts to those). Raises RuntimeError when the expert does not succeed."""
     episode = Episode(env, task_id, max_steps=GOLDEN_MAX_STEPS)
     episode.begin()  # GOLDEN_MAX_STEPS, not the agent's limit: some gold paths are longer
     while not episode.end_reason:
-        action = env.expert_action()
+        action, thought = env.expert_action(), env.expert_thought()
         if action is None:
             raise RuntimeError(f"{episode.id}: the expert has no action after {episode.steps} steps "
                                f"and the episode is not done (score {episode.best})")
-        episode.execute(f"Action: {action}", action)
+        episode.execute(render_turn(action, thought), action, thought and {"thought": thought, "action": action})
     if not episode.won:
         raise RuntimeError(f"{episode.id}: the expert's episode ended ({episode.end_reason}) without success "
                            f"(score {episode.best}); last observation: {episode.messages[-1]['content'][:200]!r}")

@@ -199,8 +199,16 @@ def add_agent_options(p, split_default):
                    help="end an episode after this many invalid actions in a row")
     p.add_argument("--max-new-tokens", type=positive_int, default=128, help="reply length limit per turn")
     p.add_argument("--max-steps", type=positive_int, default=None, help="episode limit (default: the environment's)")
+    add_expert_option(p)
     p.add_argument("--device", default=None, help="[cuda if available, else cpu]")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the model [physical cores]")
+
+
+def add_expert_option(p):
+    p.add_argument("--expert", choices=envs.ALFWORLD_EXPERTS, default=None,
+                   help="ALFWorld's expert, which writes the golden trajectories and which the oracle teacher judges "
+                        "and corrects by: search (looks for things as the agent must) or planner (PDDL, knows where "
+                        f"everything is) [{envs.ALFWORLD_EXPERTS[0]}]")
 
 
 def add_teacher_options(p, required):
@@ -262,6 +270,7 @@ def add_pipeline_options(p):
     p.add_argument("--parallel", type=positive_int, default=8)
     p.add_argument("--max-invalid", type=positive_int, default=5)
     p.add_argument("--max-steps", type=positive_int, default=None, help="episode limit (default: the environment's)")
+    add_expert_option(p)
     p.add_argument("--seed", type=int, default=0, help="the first seed [%(default)s]")
     p.add_argument("--seeds", type=seeds_option, default=None,
                    help="a count N (seeds --seed .. --seed+N-1) or a list 0,3,7 [quick: 1, full: 3]")

@@ -67,6 +67,7 @@ PLAN_AFTER = "Expert's remaining plan after the agent's step: "
 EXPERT_BEFORE = "Expert's next action before the agent's step: "
 EXPERT_AFTER = "Expert's next action after the agent's step: "
 EXPERT_THEN = "Expert's actions after that: "
+EXPERT_WHY = "Expert's reason for its next action: "
 NO_WAY = "no way to finish the task"
 TAKEN_BACK = ("; if you judge it wrong, the run takes it back and your corrected action runs from the state "
               "before it, where the expert's next action before the step is the right one")
@@ -151,6 +152,8 @@ def render_facts(step: AgentStep):
     for prefix, action in ((EXPERT_BEFORE, facts.expert_before), (EXPERT_AFTER, facts.expert_after)):
         if action:
             lines.append(prefix + one_line(action))
+    if facts.expert_after and facts.expert_thought_after:
+        lines.append(EXPERT_WHY + one_line(facts.expert_thought_after))
     plan = facts.expert_plan_after
     later = (plan[1:] if plan[:1] == [facts.expert_after] else plan)[:SHOWN_PLAN]
     if facts.expert_after and later:

@@ -70,26 +70,26 @@ def test_reset_shows_the_room_and_task_and_is_deterministic():
 
 
 def test_step_reports_invalid_commands_and_the_win():
-    env = shipped("valid_seen")
+    env = shipped("valid_seen", expert="planner")
     env.reset(PEN_GAME)
     assert env.expert_action() == "go to sidetable 1"
     plan = ["go to sidetable 1", "take pen 1 from sidetable 1", "go to drawer 2", "open drawer 2", "move pen 1 to drawer 2"]
     assert env.expert_plan() == plan  # the planner's, from the current state
     # ALFWorld before 0.4 said "put X in/on Y"; 0.4.2 only understands "move X to Y"
-    nothing = ("Nothing happens.", 0.0, False, {"score": 0.0, "won": False, "invalid": True})
+    nothing = ("Nothing happens.", 0.0, False, {"score": 0.0, "won": False, "invalid": True, "revisit": False})
     assert env.step("put pen 1 in drawer 1") == nothing
     for action in ["go to sidetable 1", "take pen 1 from sidetable 1", "go to drawer 1", "open drawer 1"]:
         obs, reward, done, info = env.step(action)
         assert (reward, done, info["invalid"]) == (0.0, False, False), (action, obs)
     assert env.expert_action() == "move pen 1 to drawer 1"
     assert env.step("move pen 1 to drawer 1") == ("You move the pen 1 to the drawer 1.", 1.0, True,
-                                                  {"score": 1.0, "won": True, "invalid": False})
+                                                  {"score": 1.0, "won": True, "invalid": False, "revisit": False})
     assert env.expert_action() is None and env.expert_plan() == []
     env.close()
 
 
 def test_undo_replays_the_game_to_the_state_before_the_last_step():
-    env = shipped("valid_seen")
+    env = shipped("valid_seen", expert="planner")
     env.reset(PEN_GAME)
     env.step("go to sidetable 1")
     env.step("take pen 1 from sidetable 1")
@@ -109,7 +109,7 @@ def test_a_game_folder_of_the_release_needs_only_its_game_file(tmp_path):
     folder = tmp_path / "json_2.1.1" / PEN_GAME
     folder.mkdir(parents=True)
     shutil.copyfile(os.path.join(ALFWORLD_SHIPPED, "json_2.1.1", PEN_GAME, "game.tw-pddl"), folder / "game.tw-pddl")
-    env = AlfWorldEnv("valid_seen", data_dir=tmp_path)
+    env = AlfWorldEnv("valid_seen", data_dir=tmp_path, expert="planner")
     assert env.task_ids() == [PEN_GAME]
     assert env.reset(PEN_GAME).endswith("Your task is to: put some pen on drawer.")
     assert env.expert_action() == "go to sidetable 1"
@@ -147,7 +147,7 @@ def test_a_game_is_translated_once_and_played_again_without_translating(tmp_path
 
 def test_the_planner_is_asked_again_only_after_a_step_off_its_plan_that_changed_the_game(monkeypatch):
     """From the start the plan is the game's walkthrough; it is kept while the agent follows it."""
-    env = shipped("valid_seen")
+    env = shipped("valid_seen", expert="planner")
     env.reset(PEN_GAME)
     calls = []
     replan = type(env._tw.unwrapped._pddl_state).replan
@@ -170,33 +170,38 @@ def test_the_planner_is_asked_again_only_after_a_step_off_its_plan_that_changed_
     env.close()
 
 
-def play_expert(split):
-    """Plays the planner's actions on every game of a split: (task id, last reward, info, expert
-    action after the win) each."""
-    env, results = shipped(split), []
+def play_expert(split, expert):
+    """Plays the expert's actions on every game of a split: (task id, actions, last reward, info,
+    expert action after the win, the expert's plan from the start) each."""
+    env, results = shipped(split, expert=expert), []
     for tid in env.task_ids():
         env.reset(tid)
+        plan, actions = env.expert_plan(), []
         for _ in range(env.max_steps):
-            obs, reward, done, info = env.step(env.expert_action())
+            actions.append(env.expert_action())
+            obs, reward, done, info = env.step(actions[-1])
             assert not info["invalid"], (tid, obs)
             if done:
                 break
-        results.append((tid, reward, info, env.expert_action()))
+        results.append((tid, actions, reward, info, env.expert_action(), plan))
     env.close()
     return results
 
 
-def test_the_planner_solves_every_valid_game_with_envs_in_parallel_threads():
+@pytest.mark.parametrize("expert", ["planner", "search"])
+def test_the_expert_solves_every_valid_game_with_envs_in_parallel_threads(expert):
     # one env per thread, like run_episodes' slots: the engine is not thread-safe by itself
     with ThreadPoolExecutor(2) as pool:
-        results = [r for rs in pool.map(play_expert, ["valid_seen", "valid_unseen"]) for r in rs]
+        results = [r for rs in pool.map(play_expert, ["valid_seen", "valid_unseen"], [expert] * 2) for r in rs]
     assert len(results) == 12
-    for tid, reward, info, expert_after in results:
-        assert (reward, info, expert_after) == (1.0, {"score": 1.0, "won": True, "invalid": False}, None), tid
+    for tid, actions, reward, info, expert_after, plan in results:
+        assert (reward, info, expert_after) == (1.0, {"score": 1.0, "won": True, "invalid": False, "revisit": False},
+                                                None), tid
+        assert plan == actions, tid  # the plan from the start is what the expert then does
 
 
-def test_golden_trajectories_of_the_train_split_succeed():
-    env = shipped("train")
+def test_golden_trajectories_of_the_planner_succeed():
+    env = shipped("train", expert="planner")
     trajs = [rollout.golden_trajectory(env, tid) for tid in env.task_ids()]
     env.close()
     assert len(trajs) == 18
@@ -226,3 +231,79 @@ def test_an_eval_run_with_a_scripted_policy_fails_every_game():
     summary = envs.summarize(trajs)
     for split in ("valid_seen", "valid_unseen"):
         assert summary[f"alfworld/{split}"]["metric"] == 0.0 and summary[f"alfworld/{split}"]["episodes"] == 6
+
+
+def write_pen_game(data_dir, contents):
+    """The shipped pen game's room (scene 2) with its things placed as `contents` says, under data_dir."""
+    with open(alfworld_games.ALFRED_PDDL_PATH) as f:
+        domain = f.read()
+    with open(alfworld_games.ALFRED_TWL2_PATH) as f:
+        grammar = f.read()
+    folder, traj, problem = alfworld_games.game_files("valid_seen", "pick_and_place_simple", "Pen", "Drawer", 2,
+                                                      contents)
+    alfworld_games.write_game(folder, traj, problem, domain, grammar, out_dir=os.path.join(data_dir, "json_2.1.1"))
+    return folder
+
+
+def test_the_searching_expert_acts_the_same_until_it_sees_the_object(tmp_path):
+    """Its steps before the pen first shows do not depend on where the pen is: the same room with the pen
+    placed elsewhere gives the same first steps, up to the one that shows it."""
+    placements = {"sidetable": {"SideTable 1": "Pen, CellPhone", "Desk 1": "Book"},
+                  "shelf": {"Shelf 1": "Pen", "SideTable 1": "CellPhone", "Desk 1": "Book"},
+                  "garbagecan": {"GarbageCan 1": "Pen", "SideTable 1": "CellPhone", "Desk 1": "Book"}}
+    played = {}
+    for name, contents in placements.items():
+        task_id = write_pen_game(tmp_path / name, contents)
+        env = AlfWorldEnv("valid_seen", data_dir=tmp_path / name)
+        env.reset(task_id)
+        actions, seen_at, done = [], None, False
+        while not done:
+            actions.append(env.expert_action())
+            obs, _, done, info = env.step(actions[-1])
+            assert not info["invalid"], (name, actions)
+            seen_at = seen_at if seen_at is not None or "pen 1" not in obs else len(actions)
+        env.close()
+        played[name] = actions[:seen_at]
+    assert played == {"sidetable": ["go to desk 1", "go to sidetable 1"],
+                      "shelf": ["go to desk 1", "go to sidetable 1", "go to shelf 1"],
+                      "garbagecan": ["go to desk 1", "go to sidetable 1", "go to shelf 1", "go to drawer 1",
+                                     "open drawer 1", "go to drawer 2", "open drawer 2", "go to garbagecan 1"]}
+
+
+def test_the_searching_experts_golden_trajectory_says_what_it_looks_for():
+    env = shipped("valid_seen")
+    traj = rollout.golden_trajectory(env, PEN_GAME)
+    env.close()
+    turns = [m for m in traj["messages"] if m["role"] == "assistant"]
+    assert traj["success"] and all(m["content"] == f"Thought: {m['thought']}\nAction: {m['action']}" for m in turns)
+    assert [(m["thought"], m["action"]) for m in turns] == [
+        ("I need a pen: I check the desk 1 next. After it: sidetable 1, shelf 1, drawer 1 and 3 more.", "go to desk 1"),
+        ("There is no pen on the desk 1. I need a pen: I check the sidetable 1 next. After it: shelf 1, drawer 1, "
+         "drawer 2 and 2 more.", "go to sidetable 1"),
+        ("I see the pen 1 on the sidetable 1. I take it.", "take pen 1 from sidetable 1"),
+        ("I have the pen 1; it goes in the drawer 1. I go to the drawer 1.", "go to drawer 1"),
+        ("The drawer 1 is closed. I open it.", "open drawer 1"),
+        ("I put the pen 1 in the drawer 1.", "move pen 1 to drawer 1")]
+    assert oracle.annotate_golden(traj) == traj  # every turn has its thought already
+
+
+def test_the_oracle_judges_a_search_by_the_searching_expert():
+    """A receptacle not yet looked into is a right step, even out of the expert's order; going back to
+    one already looked into is wrong, corrected with the expert's next place and its reason."""
+    from teacher import teacher_prompt
+    env = shipped("valid_seen")
+    episode = rollout.Episode(env, PEN_GAME)
+    episode.begin()
+    verdicts = []
+    for action in ["go to shelf 1", "go to desk 1", "go to shelf 1"]:
+        step = rollout.agent_step(episode, f"Thought: I look.\nAction: {action}", judged=True)
+        verdicts.append((step.facts.repeated, step.facts.plan_before, step.facts.plan_after,
+                         oracle.oracle_verdict(teacher_prompt(step)[-1]["content"])))
+    env.close()
+    assert verdicts[0] == (False, 6, 6, {"verdict": "correct"})  # new, out of order: the plan is no longer
+    assert verdicts[1] == (False, 6, 5, {"verdict": "correct"})  # the expert's own next place
+    assert verdicts[2] == (True, 5, 5, {
+        "verdict": "wrong", "reflection": "I had already looked at the shelf 1: going back there shows me nothing new.",
+        "thought": "There is no pen on the shelf 1. I need a pen: I check the sidetable 1 next. After it: drawer 1, "
+                   "drawer 2, garbagecan 1 and 1 more.",
+        "action": "go to sidetable 1"})

@@ -255,6 +255,19 @@ def test_eto_round_trip(tmp_path, layout):
     assert back == ETO
 
 
+def test_eto_alfworld_data_in_the_old_grammar_is_warned_about(caplog):
+    old = copy.deepcopy(ETO)
+    old[0]["conversations"].append({"from": "human", "value": "You pick up the mug 1 from the countertop 1."})
+    old[0]["conversations"].append({"from": "gpt", "value": "Thought: now the coffeemachine.\n"
+                                                            "Action: put mug 1 in/on coffeemachine 1"})
+    with caplog.at_level("WARNING", logger="data"):
+        convert_eto(ETO, "alfworld")
+        assert caplog.records == []
+        convert_eto(old, "alfworld")
+    assert [r.getMessage()[:90] for r in caplog.records] == [
+        '1 of 2 ALFWorld trajectories place objects with "put X in/on Y", alfworld 0.3.x\'s grammar:']
+
+
 def test_eto_errors(tmp_path):
     bad = copy.deepcopy(ETO)
     bad[1]["conversations"][1]["from"] = "bot"
