@@ -424,9 +424,10 @@ def step_card(message, n):
         fields = [("Reflection", message["reflection"]), ("Thought", message["thought"]), ("Action", message["action"])]
         return f'<div class="card correction"><div class="label">step {n}{badges}</div>{field_rows(fields)}</div>'
     thought, action = parse_thought(message["content"]), parse_action(message["content"])
-    fields = [(name, text) for name, text in [("Thought", thought), ("Action", action)] if text is not None]
-    if action is None or render_turn(action, thought) != message["content"].strip():
-        fields.append(("Reply", message["content"]))  # what the parsed parts leave out (no action: an invalid step)
+    if action is not None and render_turn(action, thought) == message["content"].strip():
+        fields = [(name, text) for name, text in [("Thought", thought), ("Action", action)] if text is not None]
+    else:  # a reply that is more than its thought and action (or has no action: an invalid step), as written
+        fields = [("Reply", message["content"])] + [("Action", action)] * (action is not None)
     badges = ""
     if message.get("error"):
         badges += '<span class="badge wrong">judged wrong by the teacher</span>'
@@ -489,11 +490,15 @@ def training_panel(record, versions):
              'then data.encode_pairs, which labels each trained reply with its end-of-turn token and nothing '
              'else. Pairs cut off by <code>--max-len</code> are not shown.</p>']
     for i, content, kind, views in versions:
-        role = record["messages"][i]["role"]
+        message = record["messages"][i]
         shown_in = "" if len(views) == len(TRAINING_VIEWS) else " v " + " ".join(f"v-{k}" for k in views)
-        error = " (judged wrong)" if kind == "loss" and record["messages"][i].get("error") else ""
-        parts.append(f'<div class="tm{shown_in}"><div class="who">{esc(role)} · {WHO[kind]}{error}</div>'
-                     f'<pre class="{kind}">{esc(content)}</pre></div>')
+        who = f"{message['role']} · {WHO[kind]}" + " (judged wrong)" * (kind == "loss" and message.get("error", False)) \
+            + " · taken back in the environment" * message.get("taken_back", False)
+        text = f'<pre class="{kind}">{esc(content)}</pre>'
+        if message["role"] == "system":  # long, and the same in every episode: folded
+            parts.append(f'<details class="tm{shown_in}"><summary class="who">{esc(who)}</summary>{text}</details>')
+        else:
+            parts.append(f'<div class="tm{shown_in}"><div class="who">{esc(who)}</div>{text}</div>')
     return "\n".join(parts)
 
 

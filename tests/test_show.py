@@ -65,10 +65,13 @@ def golden(task="find-non-living-thing/1"):
                    msg("assistant", "Thought: The table will do.\nAction: focus on table", True)], "golden", task)
 
 
+REFLECTING = "Reflection: I was lost.\nThought: The table will do.\nAction: focus on table"
+
+
 def evaluation(task="lifespan-longest-lived/7"):
     return record([msg("system", SYSTEM), msg("user", TASK), msg("assistant", STEP1, True), msg("user", OBS1),
-                   msg("assistant", "I do not know.", True)], "agent", task, reward=0.5, success=False,
-                  end_reason="invalid_actions")
+                   msg("assistant", REFLECTING, True), msg("user", OBS3), msg("assistant", "I do not know.", True)],
+                  "agent", task, reward=0.5, success=False, end_reason="invalid_actions")
 
 
 def write_jsonl(path, records):
@@ -212,9 +215,12 @@ def test_golden_data_has_one_training_view_and_evaluation_episodes_none(tmp_path
     page = parse(tmp_path / "site/seed-0/eval/step/dev/episodes/0.html")
     assert list(page.find(lambda n: "tm" in n.classes() or n.tag == "label")) == []
     (end,) = page.find(lambda n: "end" in n.classes())
-    assert end.text() == "Ended after 2 steps: too many invalid actions in a row (not won, score 50.0)."
-    (card,) = [c for c in page.find(lambda n: "card" in n.classes()) if "step 2" in c.text()]
-    assert [row.text() for row in card.find(lambda n: "row" in n.classes())] == ["ReplyI do not know."]
+    assert end.text() == "Ended after 3 steps: too many invalid actions in a row (not won, score 50.0)."
+    # A reply that is more than a thought and an action is shown as written, with the action it took.
+    cards = [[row.text() for row in card.find(lambda n: "row" in n.classes())]
+             for card in page.find(lambda n: "card" in n.classes())]
+    assert cards == [["ThoughtI look around first.", "Actionlook around"],
+                     ["Reply" + REFLECTING, "Actionfocus on table"], ["ReplyI do not know."]]
 
 
 def test_turn_by_turn_shows_the_verdicts_reflections_and_corrections(tmp_path):
