@@ -558,8 +558,8 @@ def check_replaceable(out):
 
 def write_site(path, out):
     """The site of the records at `path` (a run or study folder, or one JSONL file) in the folder
-    `out`: written whole into a folder beside it, then put in the place of the old site. Returns
-    (files, episodes)."""
+    `out`: written whole into a folder beside it, then put in the place of the old site (nothing is
+    left of it when a file is bad). Returns (files, episodes)."""
     path, out = Path(path), Path(out)
     files = record_files(path)
     results_md, png = (path / "results.md", path / "results.png") if path.is_dir() else (None, None)
@@ -569,17 +569,11 @@ def write_site(path, out):
     check_replaceable(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    counts, episodes = {}, 0
-    for file in files:
-        records = read_records(file.path)
-        rows = [episode_row(i, record) for i, record in enumerate(records)]
-        folder = tmp / file.folder
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "index.html").write_text(file_page(file, rows), encoding="utf-8")
-        for record, row in zip(records, rows):
-            (folder / row["href"]).write_text(episode_page(file, record, row, len(records)), encoding="utf-8")
-        counts[file.folder] = file_counts(rows)
-        episodes += len(records)
+    try:
+        counts = {file.folder: write_file_pages(file, tmp / file.folder) for file in files}
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     results = results_md.read_text(encoding="utf-8") if results_md and results_md.exists() else None
     title = f"STeP records: {path.name}"
     if results and results.startswith("# "):  # report.markdown's title: the setting, the seeds, the student
@@ -590,5 +584,15 @@ def write_site(path, out):
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
-    return len(files), episodes
+    return len(files), sum(c["trajectories"] for c in counts.values())
 
+
+def write_file_pages(file, folder):
+    """A file's page and its episodes' pages into `folder`; returns the file's counts."""
+    records = read_records(file.path)
+    rows = [episode_row(i, record) for i, record in enumerate(records)]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "index.html").write_text(file_page(file, rows), encoding="utf-8")
+    for record, row in zip(records, rows):
+        (folder / row["href"]).write_text(episode_page(file, record, row, len(records)), encoding="utf-8")
+    return file_counts(rows)
