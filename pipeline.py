@@ -12,6 +12,7 @@ runs/NAME/seed-K/         what does: the D1/U2 split, the scratch model, stage 1
                           (reflected.jsonl), stage 3 (one folder per variant), eval/VARIANT/SPLIT/
 runs/NAME/results.json, results.md, results.png: every variant and split over all seeds and test
                           tasks, with 95 % intervals and paired comparisons
+runs/NAME/site/           all of it to read in a browser (show.py): open site/index.html
 
 Every stage writes as it goes and is skipped once finished, so a rerun resumes where it stopped.
 """
@@ -29,6 +30,7 @@ from tqdm import tqdm
 
 import envs
 import report
+import show
 from data import StepError, append_jsonl, load_trajectories, parse_action, render_turn, write_atomic, write_json
 from envs import AgentStep
 from model import ModelArgs, Transformer, default_device, native_bf16, save_model, train_tokenizer
@@ -421,5 +423,7 @@ def run_pipeline(cfg: PipelineConfig):
         "env": cfg.env, "quick": cfg.quick, "seeds": seeds, "variants": ["base", *cfg.variants],
         "splits": EVAL_SPLITS[cfg.env], "eval_set": cfg.eval_set, "model": str(cfg.model or "scratch")})
     print("\n" + report.markdown_table(results))
-    log.info("pipeline: %.1f minutes", (time.time() - start) / 60)
+    show.write_site(run, run / "site")
+    log.info("pipeline: %.1f minutes; the records to read in a browser: %s", (time.time() - start) / 60,
+             run / "site" / "index.html")
     return results

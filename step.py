@@ -8,11 +8,12 @@
     python step.py teacher --port P                     # the scripted oracle teacher on loopback
     python step.py teacher-eval --data FILE --teacher-url URL
     python step.py report RUN [RUN ...] --out DIR       # the results over the seeds of several runs
+    python step.py show PATH --out DIR                  # the records as a static site, to read in a browser
     python step.py convert-gguf [FILE] --out DIR        # a LLaMA-architecture GGUF -> a Hugging Face directory
 
 Each command builds its module's config from the options and calls it: train.train(TrainConfig),
 pipeline.golden / evaluate / synthesize (rollout.AgentConfig, teacher.TeacherConfig),
-pipeline.run_pipeline(PipelineConfig), teacher_eval.teacher_eval, report.report_runs.
+pipeline.run_pipeline(PipelineConfig), teacher_eval.teacher_eval, report.report_runs, show.write_site.
 """
 import argparse
 import dataclasses
@@ -26,6 +27,7 @@ if not sys.stderr.isatty():  # a log file: a progress bar's line a minute, not o
 import envs  # noqa: E402
 import pipeline  # noqa: E402
 import report  # noqa: E402
+import show  # noqa: E402
 from convert_gguf import SMOLLM2_PACKAGE, convert_gguf, installed_smollm2  # noqa: E402
 from data import REFLECTION_PLACEMENTS, StepError  # noqa: E402
 from model import CHAT_FORMATS  # noqa: E402
@@ -91,6 +93,13 @@ def teacher_command(args):
 
 def report_command(args):
     report.report_runs(args.runs, args.out)
+    site = f"runs/site-{os.path.basename(os.path.normpath(args.out))}"  # runs/ is not committed, docs/ is
+    print(f"The records as a site: python step.py show {args.out} --out {site}")
+
+
+def show_command(args):
+    files, episodes = show.write_site(args.path, args.out)
+    log.info("show: %d files, %d episodes: open %s", files, episodes, os.path.join(args.out, "index.html"))
 
 
 def convert_command(args):
@@ -336,6 +345,15 @@ def build_parser():
                 report.report_runs.__doc__)
     p.add_argument("runs", nargs="+", metavar="RUN", help="pipeline run folders (runs/NAME), or the --out folders of other reports")
     p.add_argument("--out", required=True, help="the folder to write the results and the seeds' records into")
+
+    p = command("show", show_command, "the records as a static site, to read in a browser",
+                "Write the records of a run or study folder, or of one JSONL file, as a static site that opens "
+                "from disk in a browser: the results, each file's episodes, and each episode turn by turn with "
+                "what training sees of it.")
+    p.add_argument("path", metavar="PATH", help="a run or study folder (runs/NAME, docs/NAME), or one JSONL file of "
+                   "trajectories or episodes")
+    p.add_argument("--out", required=True, metavar="DIR", help="the site's folder (replaced as a whole when it is "
+                   "a site written by show): open DIR/index.html")
     return parser
 
 

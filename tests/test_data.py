@@ -10,7 +10,7 @@ import torch
 from data import (IGNORE_INDEX, append_jsonl, apply_variant, build_samples, collate, convert_eto, encode_prompt,
                   length_grouped_batches, load_eto, load_trajectories, padding_fraction, read_jsonl, render_turn,
                   validate_trajectory)
-from encoding import encode_chat
+from encoding import encode_chat, trained_runs
 from model import Tokenizer, train_tokenizer
 
 # Meta's LLaMA-2 tokenizer.model (gated: not shipped), for the checks on the genuine vocabulary.
@@ -78,15 +78,7 @@ def test_encode_chat_exact_tokens_and_labels(tok):
     assert labels == expected_labels
     assert ids.count(1) == 3 and ids.count(2) == 3 and ids[0] == 1 and ids[-1] == 2
     # The trained tokens are exactly the two trained replies, each with its trailing space and EOS.
-    runs, run = [], []
-    for i, label in enumerate(labels):
-        if label != IGNORE_INDEX:
-            assert label == ids[i]
-            run.append(label)
-        elif run:
-            runs.append(run)
-            run = []
-    runs.append(run)
+    runs = trained_runs(ids, labels)
     assert [r[-1] for r in runs] == [2, 2]
     assert [tok.decode(r[:-1]) for r in runs] == [STEP1 + " ", render_turn(**FIX) + " "]
     # Each pair is encoded on its own, so the next pair's dummy-prefix space follows the trailing space.

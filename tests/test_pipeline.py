@@ -183,7 +183,7 @@ def test_the_pipeline_runs_every_stage_per_seed_and_reruns_identically(tmp_path)
     first = runs[0]
     for name in ["golden.jsonl", "seed-0/d1.jsonl", "seed-1/u2_golden.jsonl", "seed-0/init/config.json",
                  "seed-1/base/model.safetensors", "seed-0/reflected.jsonl", "seed-1/eval/step/dev/episodes.jsonl",
-                 "results.json", "results.md", "results.png"]:
+                 "results.json", "results.md", "results.png", "site/index.html", "site/seed-1/reflected/0.html"]:
         assert (first / name).exists(), name
     assert (first / "seed-0/d1.jsonl").read_text() != (first / "seed-1/d1.jsonl").read_text()  # the split is seeded
     assert run_contents(runs[0]) == run_contents(runs[1])
