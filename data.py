@@ -143,7 +143,7 @@ def validate_message(m, where):
     if not isinstance(m, dict):
         raise ValueError(f"{where}: expected an object, got {m!r:.80}")
     kinds = {"role": str, "content": str, "loss": bool, "error": bool, "taken_back": bool,
-             "reflection": str, "thought": str, "action": str}
+             "reflection": str, "thought": str, "action": str, "facts": dict}
     for field in ("role", "content", "loss"):
         if field not in m:
             raise ValueError(f"{where}: missing field {field!r}")

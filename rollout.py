@@ -157,6 +157,10 @@ class Episode:
                 "unjudged": self.unjudged, "teacher_calls": self.teacher_calls, "teacher_latency_s": round(self.teacher_latency_s, 3)}
 
 
+# The facts of a judged step kept in its record (beside its turn), for whoever reads the records later.
+RECORDED_FACTS = ("rejected", "repeated", "irreversible", "plan_before", "plan_after", "expert_before", "expert_after")
+
+
 def agent_step(episode, reply, judged):
     """Executes the agent's reply; returns what the judge is shown (an AgentStep), or None when
     nobody judges it: no judge, the step ended the episode by winning or running out of steps, or
@@ -174,6 +178,7 @@ def agent_step(episode, reply, judged):
     if None not in (facts.plan_before, facts.plan_after) and facts.plan_after < facts.plan_before:
         episode.since_progress.clear()
     episode.since_progress.add(done_before)
+    episode.messages[-2]["facts"] = {name: getattr(facts, name) for name in RECORDED_FACTS}  # the step's turn
     if facts.irreversible and not episode.end_reason:
         episode.end_reason = "irreversible"
     episode.undoable = facts.irreversible and episode.undo_irreversible

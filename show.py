@@ -202,6 +202,7 @@ select, button { font: inherit; padding: 2px 6px; }
 .card .row { display: grid; grid-template-columns: 86px 1fr; gap: 8px; margin-top: 2px; }
 .card .row b { font-weight: 600; font-size: 12.5px; }
 .card .action pre { font-weight: 600; }
+.card .shown { margin-top: 5px; font-size: 12px; color: #59636e; }
 .badge { display: inline-block; font-size: 11.5px; padding: 0 7px; border-radius: 10px; margin-left: 6px;
   text-transform: none; letter-spacing: 0; font-weight: 600; }
 .badge.wrong { background: #ffebe9; color: #a40e26; } .badge.masked { background: #e5e7ea; color: #424a53; }
@@ -435,7 +436,23 @@ def step_card(message, n):
     if message.get("taken_back"):
         badges += '<span class="badge back">taken back in the environment</span>'
     kind = "wrong" if message.get("error") else ""
-    return f'<div class="card {kind}"><div class="label">step {n}{badges}</div>{field_rows(fields)}</div>'
+    return f'<div class="card {kind}"><div class="label">step {n}{badges}</div>{field_rows(fields)}' \
+           f'{judged_facts(message.get("facts"))}</div>'
+
+
+def judged_facts(facts):
+    """What the teacher was shown about a judged step (rollout.RECORDED_FACTS), as one line."""
+    if not facts:
+        return ""
+    plan = lambda n: "no way to finish" if n is None else f"{n} actions"  # noqa: E731
+    said = [f"rejected by the environment: {'yes' if facts.get('rejected') else 'no'}",
+            f"repeats an earlier step: {'yes' if facts.get('repeated') else 'no'}"]
+    said += ["cannot be undone"] * bool(facts.get("irreversible"))
+    if "plan_before" in facts and (facts["plan_before"] is not None or facts.get("plan_after") is not None):
+        said.append(f"expert's plan {plan(facts['plan_before'])} before, {plan(facts.get('plan_after'))} after")
+    said += [f"expert's next action {when}: {facts[key]}" for key, when in
+             (("expert_before", "before"), ("expert_after", "after")) if facts.get(key)]
+    return f'<div class="shown"><b>the teacher was shown</b> {esc("; ".join(said))}</div>'
 
 
 def turns_panel(record):

@@ -300,6 +300,9 @@ def test_the_oracle_judges_a_search_by_the_searching_expert():
         verdicts.append((step.facts.repeated, step.facts.plan_before, step.facts.plan_after,
                          oracle.oracle_verdict(teacher_prompt(step)[-1]["content"])))
     env.close()
+    assert episode.messages[-2]["facts"] == {  # the judged turn keeps what the judge was shown
+        "rejected": False, "repeated": True, "irreversible": False, "plan_before": 5, "plan_after": 5,
+        "expert_before": "go to sidetable 1", "expert_after": "go to sidetable 1"}
     assert verdicts[0] == (False, 6, 6, {"verdict": "correct"})  # new, out of order: the plan is no longer
     assert verdicts[1] == (False, 6, 5, {"verdict": "correct"})  # the expert's own next place
     assert verdicts[2] == (True, 5, 5, {

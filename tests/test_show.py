@@ -37,6 +37,10 @@ FIX2 = dict(reflection="Focusing on it fails the task.", thought="I move the tab
             action="move table to orange box")
 
 
+FACTS1 = {"rejected": True, "repeated": False, "irreversible": False, "plan_before": 2, "plan_after": 2,
+          "expert_before": "focus on table", "expert_after": "focus on table"}
+
+
 def msg(role, content, loss=False, **fields):
     return {"role": role, "content": content, "loss": loss, **fields}
 
@@ -54,7 +58,7 @@ def record(messages, source, task="find-non-living-thing/3", **fields):
 def reflected(**fields):
     """A stage-2 episode: a step, a wrong step and its correction, a wrong focus taken back and its correction."""
     return record([msg("system", SYSTEM), msg("user", TASK), msg("assistant", STEP1, True), msg("user", OBS1),
-                   msg("assistant", WRONG1, False, error=True), msg("user", OBS2),
+                   msg("assistant", WRONG1, False, error=True, facts=FACTS1), msg("user", OBS2),
                    msg("assistant", render_turn(**FIX1), True, **FIX1), msg("user", OBS3),
                    msg("assistant", WRONG2, False, error=True, taken_back=True), msg("user", OBS4),
                    msg("assistant", render_turn(**FIX2), True, **FIX2)], "reflected", **{"train": True, **fields})
@@ -241,6 +245,10 @@ def test_turn_by_turn_shows_the_verdicts_reflections_and_corrections(tmp_path):
         (["card", "correction"], ["the teacher's correction: trained"],
          ["ReflectionFocusing on it fails the task.", "ThoughtI move the table to the box.",
           "Actionmove table to orange box"])]
+    assert [f.text() for f in page.find(lambda n: "shown" in n.classes())] == [
+        "the teacher was shown rejected by the environment: yes; repeats an earlier step: no; expert's plan 2 actions "
+        "before, 2 actions after; expert's next action before: focus on table; expert's next action after: focus on "
+        "table"]
     observations = [o.text() for o in page.find(lambda n: "obs" in n.classes())]
     assert observations == ["task" + TASK, "observation" + OBS1, "observation" + OBS2, "observation" + OBS3,
                             "observation, then the step was taken back" + OBS4]
