@@ -423,7 +423,9 @@ def test_the_judge_sees_the_facts_and_corrects_wrong_steps(sciworlds):
     assert sum(env.expert_calls for env in lent) == 4 * len(steps) + 2 * 2
     for traj, expert in ((lifespan, "teleport to outside"), (find, "look around")):
         assert_well_formed(traj)
-        error, correction = traj["messages"][2], traj["messages"][4]
+        error, correction = dict(traj["messages"][2]), traj["messages"][4]
+        judged = next(s for s in steps if s.task_id == traj["task"] and s.action == "look at sky")
+        assert error.pop("facts") == {name: getattr(judged.facts, name) for name in rollout.RECORDED_FACTS}
         assert error == {"role": "assistant", "content": "Thought: I should look at the sky.\nAction: look at sky",
                          "loss": False, "error": True}
         assert traj["messages"][3]["content"] == "No known action matches that input."
@@ -434,6 +436,9 @@ def test_the_judge_sees_the_facts_and_corrects_wrong_steps(sciworlds):
         assert sum(m.get("error", False) for m in traj["messages"]) == 1
         assert (traj["source"], traj["end_reason"], traj["success"], traj["errors"], traj["corrections"]) == (
             "reflected", "done", True, 1, 1)
+    assert lifespan["messages"][2]["facts"] == {  # what the judge was shown, kept in the record
+        "rejected": True, "repeated": False, "irreversible": False, "plan_before": 4, "plan_after": 4,
+        "expert_before": "open door to outside", "expert_after": "teleport to outside"}
     # lifespan: sky (wrong), teleport (the correction), look around (correct), focus (won: not judged)
     assert (lifespan["steps"], lifespan["teacher_calls"], lifespan["unjudged"], lifespan["teacher_latency_s"]) == (
         4, 3, 0, 0.35)
