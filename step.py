@@ -9,6 +9,7 @@
     python step.py teacher-eval --data FILE --teacher-url URL
     python step.py report RUN [RUN ...] --out DIR       # the results over the seeds of several runs
     python step.py convert-gguf [FILE] --out DIR        # a LLaMA-architecture GGUF -> a Hugging Face directory
+    torchrun --nproc-per-node N step.py train|eval|synthesize ...   # on N GPUs (distributed.py)
 
 Each command builds its module's config from the options and calls it: train.train(TrainConfig),
 pipeline.golden / evaluate / synthesize (rollout.AgentConfig, teacher.TeacherConfig),
@@ -267,6 +268,9 @@ def add_pipeline_options(p):
                    help="a count N (seeds --seed .. --seed+N-1) or a list 0,3,7 [quick: 1, full: 3]")
     p.add_argument("--device", default=None, help="[cuda if available, else cpu]")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads; default: physical cores")
+    p.add_argument("--nproc", type=positive_int, default=1,
+                   help="processes, one a GPU, started as torchrun starts them: stages 1 and 3 train on all of them "
+                        "(FSDP2), stage 2 and the evaluations share the tasks out [%(default)s]")
     p.add_argument("--student-server", default=None,
                    help="a command that serves a checkpoint over OpenAI-compatible HTTP, started for each agent "
                         "(stage 2 and every evaluation) with --model DIR --port P appended and stopped after, e.g. "
