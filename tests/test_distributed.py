@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ import pipeline
 from data import read_jsonl
 from model import ModelArgs, Transformer, load_model, save_model, train_tokenizer
 from rollout import AgentConfig, part_file
-from test_train import trajectory
+from test_train import make_tiny
 from train import LOG, SUMMARY, TrainConfig, load_samples, resolve_defaults, train, training_plan
 
 pytestmark = pytest.mark.slow  # each torchrun launch starts two Python processes
@@ -28,19 +27,12 @@ OPTIONS = dict(epochs=2, lr=3e-3, warmup=0.1, grad_accum=3, batch_tokens=256, ma
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """test_train's trajectories and a random tiny model with tied embeddings (as the scratch student)."""
-    root = tmp_path_factory.mktemp("tiny")
-    trajectories = [trajectory(i) for i in range(10)] + [trajectory(i, reflected=True) for i in range(4)]
-    data = root / "data.jsonl"
-    data.write_text("".join(json.dumps(t) + "\n" for t in trajectories))
-    tok = train_tokenizer([m["content"] for t in trajectories for m in t["messages"]] * 4, root / "tokenizer.model", 500)
-    torch.manual_seed(0)
-    model = Transformer(ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=tok.vocab_size,
-                                  hidden_dim=160, max_seq_len=512, tie_embeddings=True))
-    save_model(model, root / "base", files=[root / "tokenizer.model"])
-    one = root / "one"
-    train(TrainConfig(model=root / "base", data=[data], out=one, **OPTIONS))  # one process, uninterrupted
-    return SimpleNamespace(root=root, data=data, model=root / "base", one=one)
+    """test_train's data and tiny model, with tied embeddings (as the scratch student), and its run in
+    one process, uninterrupted (tiny.one)."""
+    tiny = make_tiny(tmp_path_factory.mktemp("tiny"), tie_embeddings=True)
+    tiny.one = tiny.root / "one"
+    train(TrainConfig(model=tiny.model, data=[tiny.data], out=tiny.one, **OPTIONS))
+    return tiny
 
 
 def torchrun_train(tiny, out, *extra, **options):

@@ -48,10 +48,8 @@ def trajectory(i, reflected=False):
             "source": "reflected" if reflected else "golden", "messages": messages, "reward": 1.0, "success": True}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def make_tiny(root, tie_embeddings=False):
     """A trajectory file, a sentencepiece tokenizer trained on it and a random tiny model saved with it."""
-    root = tmp_path_factory.mktemp("tiny")
     trajectories = [trajectory(i) for i in range(10)] + [trajectory(i, reflected=True) for i in range(4)]
     data = root / "data.jsonl"
     data.write_text("".join(json.dumps(t) + "\n" for t in trajectories))
@@ -59,9 +57,14 @@ def tiny(tmp_path_factory):
     tok = train_tokenizer(texts * 4, root / "tokenizer.model", 500)
     torch.manual_seed(0)
     model = Transformer(ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=tok.vocab_size,
-                                  hidden_dim=160, max_seq_len=512))
+                                  hidden_dim=160, max_seq_len=512, tie_embeddings=tie_embeddings))
     save_model(model, root / "base", files=[root / "tokenizer.model"])
     return SimpleNamespace(root=root, data=data, model=root / "base", tok=tok, trajectories=trajectories)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 def run_args(tiny, out, **overrides):
