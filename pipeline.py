@@ -17,7 +17,6 @@ Every stage writes as it goes and is skipped once finished, so a rerun resumes w
 """
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import random
@@ -371,9 +370,8 @@ def run_seed(cfg, run, seed, preset, common):
     model_dir = Path(cfg.model) if cfg.model else scratch_model(seed_dir, d1 + u2, seed)
 
     stage(f"seed {seed}: stage 1: SFT on D1 -> the base agent")
-    on_ranks = functools.partial(run_on_ranks, cfg.nproc)
-    on_ranks(train, TrainConfig(model=model_dir, data=[seed_dir / "d1.jsonl"], out=seed_dir / "base",
-                                **training_settings(cfg, preset, "stage1", seed)))
+    run_on_ranks(cfg.nproc, train, TrainConfig(model=model_dir, data=[seed_dir / "d1.jsonl"], out=seed_dir / "base",
+                                               **training_settings(cfg, preset, "stage1", seed)))
 
     stage(f"seed {seed}: stage 2: self-reflected trajectories on U2, teacher watching every step")
     stage2_files = ["reflected.jsonl"] + [VARIANTS[name][0] for name in cfg.variants]
@@ -381,20 +379,21 @@ def run_seed(cfg, run, seed, preset, common):
         for name in dict.fromkeys(f for f in stage2_files if f in STAGE2):
             done = {t["task"] for t in u2} <= finished_ids(seed_dir / name)
             with student_endpoint(cfg, seed_dir / "base", seed_dir / f"{name}.student-server.log", done) as student:
-                on_ranks(synthesize,
-                         AgentConfig(model=seed_dir / "base", split="train", task_file=seed_dir / "u2_tasks.txt",
-                                     max_invalid=cfg.max_invalid, dtype=agent_dtype(cfg), student_url=student,
-                                     **common),
-                         dataclasses.replace(cfg.teacher, url=url), seed_dir / name, golden_file=cfg.golden,
-                         max_corrections=cfg.max_corrections, irreversible=STAGE2[name] or cfg.irreversible)
+                run_on_ranks(cfg.nproc, synthesize,
+                             AgentConfig(model=seed_dir / "base", split="train", task_file=seed_dir / "u2_tasks.txt",
+                                         max_invalid=cfg.max_invalid, dtype=agent_dtype(cfg), student_url=student,
+                                         **common),
+                             dataclasses.replace(cfg.teacher, url=url), seed_dir / name, golden_file=cfg.golden,
+                             max_corrections=cfg.max_corrections, irreversible=STAGE2[name] or cfg.irreversible)
 
     stage(f"seed {seed}: stage 3: STeP and the baselines, same seed and budget")
     start_from = seed_dir / "base" if cfg.stage3_from == "base-agent" else model_dir
     for name in cfg.variants:
         extra, mask_errors, reflection, placement = VARIANTS[name]
-        on_ranks(train, TrainConfig(model=start_from, data=[seed_dir / "d1.jsonl", seed_dir / extra],
-                                    out=seed_dir / name, mask_errors=mask_errors, reflection=reflection,
-                                    reflection_placement=placement, **training_settings(cfg, preset, "stage3", seed)))
+        run_on_ranks(cfg.nproc, train, TrainConfig(
+            model=start_from, data=[seed_dir / "d1.jsonl", seed_dir / extra], out=seed_dir / name,
+            mask_errors=mask_errors, reflection=reflection, reflection_placement=placement,
+            **training_settings(cfg, preset, "stage3", seed)))
 
     stage(f"seed {seed}: evaluation on held-out tasks")
     for name in ["base", *cfg.variants]:
@@ -402,10 +401,10 @@ def run_seed(cfg, run, seed, preset, common):
             out = report.eval_dir(seed_dir, name, split)
             with student_endpoint(cfg, seed_dir / name, seed_dir / f"eval-{name}-{split}.student-server.log",
                                   (out / "summary.json").exists()) as student:
-                on_ranks(evaluate, AgentConfig(model=seed_dir / name, split=split,
-                                               tasks=cfg.test_tasks or (None if cfg.eval_set else preset["test_tasks"]),
-                                               eval_set=cfg.eval_set, max_invalid=cfg.max_invalid,
-                                               dtype=agent_dtype(cfg), student_url=student, **common), out)
+                run_on_ranks(cfg.nproc, evaluate, AgentConfig(
+                    model=seed_dir / name, split=split,
+                    tasks=cfg.test_tasks or (None if cfg.eval_set else preset["test_tasks"]), eval_set=cfg.eval_set,
+                    max_invalid=cfg.max_invalid, dtype=agent_dtype(cfg), student_url=student, **common), out)
 
 
 def run_pipeline(cfg: PipelineConfig):
