@@ -43,12 +43,12 @@ def start(device, backend, timeout):
     cuda:LOCAL_RANK for "cuda"; in one process, `device` as it is."""
     if not launched():
         return device
-    if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=timeout)
-        atexit.register(dist.destroy_process_group)
     if str(device).startswith("cuda"):
         device = f"cuda:{os.environ['LOCAL_RANK']}"
         torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=timeout)
+        atexit.register(dist.destroy_process_group)
     return device
 
 
@@ -147,8 +147,11 @@ def full_optimizer_state(optimizer):
         return state
     whole = {}
     for index, values in state["state"].items():  # the same order on every rank
-        whole[index] = {name: value.full_tensor().cpu() if isinstance(value, DTensor) else value
-                        for name, value in values.items()}
+        whole[index] = dict(values)
+        for name, value in values.items():
+            if isinstance(value, DTensor):
+                full = value.full_tensor()  # a collective: on every rank; kept (in CPU memory) on rank 0 alone
+                whole[index][name] = full.cpu() if is_main() else None
     return {**state, "state": whole} if is_main() else None
 
 
