@@ -24,6 +24,7 @@ import threading
 
 if not sys.stderr.isatty():  # a log file: a progress bar's line a minute, not one per update (read when tqdm is imported)
     os.environ.setdefault("TQDM_MININTERVAL", "60")
+import distributed  # noqa: E402
 import envs  # noqa: E402
 import pipeline  # noqa: E402
 import report  # noqa: E402
@@ -334,11 +335,17 @@ def build_parser():
     return parser
 
 
+RANK_COMMANDS = ("train", "eval", "synthesize")  # the commands torchrun may start on N processes
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for chatty in ("py4j", "scienceworld"):  # the engine's bridge logs every JVM start and stop
         logging.getLogger(chatty).setLevel(logging.ERROR)
+    if distributed.launched() and args.command not in RANK_COMMANDS:
+        sys.exit(f"step.py {args.command}: error: under torchrun only {', '.join(RANK_COMMANDS)} run on the ranks "
+                 "(the pipeline starts them on N processes itself: pipeline --nproc N)")
     try:
         args.run(args)
     except (StepError, ValueError, FileNotFoundError) as e:

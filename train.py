@@ -170,7 +170,8 @@ def train(config: TrainConfig):
     model.grad_ckpt = cfg.grad_ckpt
     optimizer = make_optimizer(model, cfg)
     if resume:
-        # load_state_dict moves each state tensor to its parameter's device; ranks: and keeps their shards
+        # load_state_dict moves each state tensor to its parameter's device; ranks: each keeps its shards
+        # (mmap: the ranks read one copy of the file through the page cache, not one a rank in memory)
         distributed.load_optimizer_state(optimizer, torch.load(checkpoint / "optimizer.pt", weights_only=True,
                                                                map_location="cpu", mmap=True))
         set_rng_state(state["rng"], cfg.seed)

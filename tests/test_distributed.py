@@ -1,6 +1,7 @@
 """distributed.py on the CPU, 2 gloo ranks launched as torchrun launches them: training with FSDP2
 against one process (same losses and weights), a 2-rank run stopped and resumed on 1 rank, lean's
-per-rank rounding noise across a resume, and a 2-rank evaluation merged in task order."""
+per-rank rounding noise across a resume, and a 2-rank evaluation merged in task order. Those are slow:
+each torchrun launch starts two Python processes."""
 import json
 import subprocess
 import sys
@@ -10,13 +11,12 @@ import pytest
 import torch
 
 import pipeline
+import step
 from data import read_jsonl
 from model import ModelArgs, Transformer, load_model, save_model, train_tokenizer
 from rollout import AgentConfig, part_file
 from test_train import make_tiny
 from train import LOG, SUMMARY, TrainConfig, load_samples, resolve_defaults, train, training_plan
-
-pytestmark = pytest.mark.slow  # each torchrun launch starts two Python processes
 
 REPO = Path(__file__).resolve().parents[1]
 # 14 samples, one a micro-batch of 256 tokens: each epoch's windows hold 3, 3, 3, 3 and 2 micro-batches,
@@ -62,6 +62,7 @@ def assert_same_losses(a, b, rtol=1e-5):
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=rtol)
 
 
+@pytest.mark.slow
 def test_two_ranks_train_as_one_process(tiny, tmp_path):
     """The loss is divided by the trainable tokens of the whole window on both ranks and the ranks'
     gradients are summed: every step's loss and the final weights are one process's, up to the
@@ -83,6 +84,7 @@ def test_two_ranks_train_as_one_process(tiny, tmp_path):
         without({"wall_time_s", "first_loss", "final_loss"}, [one])
 
 
+@pytest.mark.slow
 def test_two_rank_run_stopped_and_resumed_on_one_rank(tiny, tmp_path):
     """The checkpoint holds whole tensors (weights and AdamW's moments, gathered on rank 0), so a run
     on 2 ranks goes on in one process and ends with the uninterrupted run's weights."""
@@ -99,6 +101,7 @@ def test_two_rank_run_stopped_and_resumed_on_one_rank(tiny, tmp_path):
     assert not (out / "checkpoint").exists()
 
 
+@pytest.mark.slow
 def test_lean_on_two_ranks_resumes_with_each_ranks_rounding_noise(tiny, tmp_path):
     """--memory lean sharded: each rank rounds its shards with noise of its own, saved per rank in the
     checkpoint, so a run stopped and resumed on 2 ranks ends bit for bit as the uninterrupted one."""
@@ -118,6 +121,7 @@ def test_lean_on_two_ranks_resumes_with_each_ranks_rounding_noise(tiny, tmp_path
     assert read_jsonl(one / LOG)[0]["loss"] == pytest.approx(read_jsonl(tmp_path / "whole" / LOG)[0]["loss"], rel=1e-2)
 
 
+@pytest.mark.slow
 def test_two_rank_eval_writes_every_task_once_in_task_order(tmp_path):
     """pipeline --nproc 2's evaluation: each rank plays its share of ALFWorld's shipped valid_seen games
     into a part file, and rank 0 merges them in the order one process writes. Episodes already written
@@ -147,3 +151,11 @@ def test_two_rank_eval_writes_every_task_once_in_task_order(tmp_path):
     assert [i for i, e in enumerate(episodes) if e["end_reason"] == "seeded"] == [1, 4]
     assert sorted(p.name for p in two.iterdir()) == ["episodes.jsonl", "summary.json"]
     assert json.loads((two / "summary.json").read_text())["alfworld/valid_seen"]["episodes"] == 6
+
+
+def test_under_torchrun_only_the_rank_commands_run(monkeypatch, tmp_path):
+    """golden or the pipeline on every rank would write the same files at once: refused."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit, match="step.py pipeline: error: under torchrun only train, eval, synthesize run"):
+        step.main(["pipeline", "--quick", "--out", str(tmp_path)])
+    assert not any(tmp_path.iterdir())
