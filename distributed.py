@@ -44,7 +44,11 @@ def start(device, backend, timeout):
     if not launched():
         return device
     if str(device).startswith("cuda"):
-        device = f"cuda:{os.environ['LOCAL_RANK']}"
+        local_rank = int(os.environ["LOCAL_RANK"])
+        if local_rank >= torch.cuda.device_count():
+            raise StepError(f"local rank {local_rank}: this machine shows {torch.cuda.device_count()} GPU(s); start "
+                            "at most one process a GPU (torchrun --nproc-per-node, pipeline --nproc)")
+        device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=timeout)
