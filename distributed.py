@@ -10,6 +10,7 @@ for nobody), so the single-process loop reads as it would without them. run_on_r
 pipeline starts a stage on N processes (torchrun's launcher, as a function).
 """
 import atexit
+import gc
 import logging
 import math
 import os
@@ -52,8 +53,17 @@ def start(device, backend, timeout):
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=timeout)
-        atexit.register(dist.destroy_process_group)
+        atexit.register(leave)
     return device
+
+
+def leave():
+    """At exit: the garbage that still holds the process group (a sharded model's reference cycles)
+    collected first, then the group destroyed. Left to the interpreter's shutdown, the group's last
+    reference could go in an order that aborts the process (a worker thread destroyed unjoined): a rank
+    that did its work would fail its launch, and the others would be stopped, rank 0 maybe mid-write."""
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def rank():

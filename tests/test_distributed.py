@@ -42,7 +42,8 @@ def torchrun_train(tiny, out, *extra, **options):
     flags += [f"--{name.replace('_', '-')}={value}" for name, value in options.items()]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "step.py",
                "train", "--model", str(tiny.model), "--data", str(tiny.data), "--out", str(out), *flags, *extra]
-    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
 
 
 def assert_close_weights(a, b, rtol):
