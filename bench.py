@@ -17,10 +17,14 @@ expert: ALFWorld's planner as stage 2's oracle asks it, along expert and noisy e
        seconds a reset, envs.py's memoized loading vs textworld's.
 synthesis: episodes per minute with 1 vs 8 parallel episodes against the oracle teacher delayed
        by 0.5 s a call.
+ranks: training tokens/s of the plain loop in one process vs train.py's FSDP2 on 2 gloo processes
+       (torchrun's launch), the same global batch shared out; with --device cuda, on every GPU there is.
 gpu:   (CUDA only) bf16 logits parity with transformers on a LLaMA-2-7B-shaped stack; training tokens/s
        and MFU with per-block checkpointing at 4096 tokens, standard mode vs transformers on 8 of the 32
        layers, and --memory lean on all 32; peak CUDA memory against optim.estimate_memory; the agent's
-       in-process decoding of the 7B shape at 8-64 episodes at once, turns a second beside the bound.
+       in-process decoding of the 7B shape at 8-64 episodes at once, turns a second beside the bound;
+       the 7B's training on one GPU (the plain loop, lean) vs FSDP2 on every GPU (one rank on one GPU),
+       tokens/s and peak memory per rank against optim.estimate_memory.
 """
 import argparse
 import functools
@@ -684,6 +688,11 @@ def bench_gpu(device, seq=4096, speed_layers=8, parity_layers=2):
     print("  agent decoding, bf16, all 32 layers, 3 turns: a first prompt of 500 tokens, observations of 50-300, "
           "replies of 40 greedy tokens:")
     agent_decoding_at_scale(device, LLAMA2_7B)
+    torch.cuda.empty_cache()
+
+    print(f"  training past one GPU, all 32 layers, the recipe's 16 micro-batches of 1 x {seq} tokens a step shared "
+          "out over the ranks, checkpointing:")
+    bench_ranks(device, LLAMA2_7B, seq=seq, micro_batches=16, memories=("lean", "standard"))
 
 
 def agent_decoding_at_scale(device, config, rows_list=(8, 16, 32, 64), turns=3, first=500, new_tokens=40,
@@ -769,9 +778,83 @@ def report_training(steps, args, seq, device, accumulations=(1, 16)):
     print("  optimizer step (clip included): " + ", ".join(f"{n} {1 / rates[n, 1]:.2f} s" for n in names))
 
 
+def bench_ranks(device, config=BENCH_CONFIG, seq=256, micro_batches=4, memories=("standard",), rounds=3):
+    """Training tokens/s: the plain loop in this process against train.py's FSDP2 on N ranks started as
+    torchrun starts them (distributed.run_on_ranks): N = every GPU there is with --device cuda (one rank
+    on one GPU), else 2 gloo processes of one thread each on a CPU. Each optimizer step trains the same
+    global batch of `micro_batches` micro-batches of `seq` random tokens, shared out over the ranks; on
+    CUDA, bf16 compute with checkpointing, peak memory per rank beside optim.estimate_memory."""
+    import distributed
+    from data import StepError
+    cuda = str(device).startswith("cuda")
+    nproc = torch.cuda.device_count() if cuda else 2
+    if not cuda:
+        print(f"ranks: {config}, {micro_batches} micro-batches of 1 x {seq} tokens a step, fp32, "
+              f"best of {rounds} steps")
+    for memory in memories:
+        for run in (ranks_training, functools.partial(distributed.run_on_ranks, nproc, ranks_training)):
+            try:  # the plain loop (this process's threads), then the ranks
+                run(config, seq, micro_batches, memory, rounds)
+            except (torch.OutOfMemoryError, StepError) as e:  # a rank's out of memory ends its launch
+                print(f"  {memory}: {type(e).__name__}: {str(e)[:300]}")
+            if cuda:
+                torch.cuda.empty_cache()
+
+
+def ranks_training(config, seq, micro_batches, memory, rounds):
+    """bench_ranks' measure, in one process or as one of the ranks torchrun's launch started (then
+    the model is sharded as train.py shards it, and rank 0 prints for all of them). A step: this
+    process's share of the micro-batches (forward and backward, train.accumulate_gradients), then the
+    clip and the optimizer step."""
+    import distributed
+    import optim
+    cuda = torch.cuda.is_available()
+    device = distributed.start("cuda" if cuda else "cpu", "nccl" if cuda else "gloo", distributed.TRAIN_TIMEOUT)
+    sharded, world = distributed.launched(), distributed.world_size()
+    if sharded:
+        torch.set_num_threads(M.physical_cores())  # the machine's cores shared out over the ranks
+    dtype = torch.bfloat16 if memory == "lean" else torch.float32
+    compute_dtype = torch.bfloat16 if cuda else None
+    torch.manual_seed(distributed.rank())
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    with torch.device("meta" if sharded else device):
+        m = M.Transformer(M.ModelArgs(**config)).to(dtype)
+    if sharded:
+        distributed.shard(m, compute_dtype).to_empty(device=device)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.to_local().normal_(std=0.02)  # random weights (the speed does not depend on them)
+    m.train()
+    m.grad_ckpt = cuda
+    ids = torch.randint(3, config["vocab_size"], (1, seq), device=device)
+    autocast_dtype = compute_dtype if memory == "standard" and not sharded else None
+    forward_backward, optimizer_step = training_step_parts(m, ids, memory, autocast_dtype)
+    times = []
+    for _ in range(rounds + 1):  # the first is a warm-up
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(micro_batches // world):
+            forward_backward()
+        optimizer_step()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    step_s = max(distributed.all_gather(min(times[1:])))  # a step ends when its slowest rank's does
+    peaks = distributed.all_gather(torch.cuda.max_memory_allocated() / 1e9 if cuda else None)
+    if distributed.is_main():
+        where = f"FSDP2 on {world} rank(s)" if sharded else "one process, plain loop"
+        tokens = micro_batches // world * world * seq
+        line = f"  {memory}, {where}: {tokens / step_s:,.0f} tokens/s ({step_s:.2f} s a step)"
+        if cuda:
+            estimate = optim.estimate_memory(M.ModelArgs(**config), seq, memory, ranks=world if sharded else 1)
+            line += (f", peak memory per rank {', '.join(f'{p:.1f}' for p in peaks)} GB; optim.estimate_memory "
+                     f"{estimate['total']:.1f} GB")
+        print(line)
+
+
 SECTIONS = {"model": bench_model, "train": bench_train, "envs": bench_envs, "expert": bench_expert,
             "synthesis": bench_synthesis, "student": bench_student, "agent": bench_agent, "rollout": bench_rollout,
-            "gpu": bench_gpu}
+            "ranks": bench_ranks, "gpu": bench_gpu}
 
 
 def main():

@@ -206,6 +206,10 @@ class ModelArgs:
         return self.attention_bias and self.model_type == "llama"
 
     @classmethod
+    def from_hf_dir(cls, path):
+        return cls.from_hf_config(json.loads((Path(path) / "config.json").read_text()))
+
+    @classmethod
     def from_hf_config(cls, config):
         """Read a Hugging Face LLaMA or Qwen2 config.json; refuse what this forward pass does not implement."""
         refused = {"mlp_bias": True, "use_sliding_window": True}
@@ -507,8 +511,7 @@ def load_model(path, device="cpu", dtype=None):
     """Build on the meta device and take the checkpoint's tensors as parameters (no second copy).
 
     dtype None keeps the checkpoint's own dtype. Missing, unexpected or mis-shaped tensors are an error."""
-    path = Path(path)
-    args = ModelArgs.from_hf_config(json.loads((path / "config.json").read_text()))
+    args = ModelArgs.from_hf_dir(path)
     tensors = read_checkpoint(path, device)
     state = {name.removeprefix("model."): t if dtype is None else t.to(dtype) for name, t in tensors.items()}
     return model_from_state(args, state, f"{path}: checkpoint does not match config.json")
@@ -725,15 +728,16 @@ def native_bf16(device):
 
 def physical_cores():
     """CPU cores this process may use, each physical core counted once: a core's second hardware
-    thread does not speed up matrix multiplication, it makes the threads wait on each other."""
+    thread does not speed up matrix multiplication, it makes the threads wait on each other. The
+    processes torchrun starts on one machine (LOCAL_WORLD_SIZE) share its cores."""
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
     try:
         blocks = Path("/proc/cpuinfo").read_text().split("\n\n")
     except OSError:
-        return len(allowed)
+        blocks = []
     cores = set()
     for block in blocks:
         fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}
         if fields.get("processor", "").isdigit() and int(fields["processor"]) in allowed:
             cores.add((fields.get("physical id"), fields.get("core id", fields["processor"])))
-    return len(cores) or len(allowed)
+    return max(1, (len(cores) or len(allowed)) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+import distributed
 import envs
 import report
 import show
@@ -73,10 +74,12 @@ def evaluate(cfg: AgentConfig, out):
     out.mkdir(parents=True, exist_ok=True)
     already, start = len(finished_ids(out / "episodes.jsonl")), time.time()
     episodes = run_agent(cfg, out / "episodes.jsonl")
+    summary = envs.summarize(episodes)
+    if not distributed.is_main():  # under torchrun rank 0 writes the summary of every rank's episodes
+        return summary
     if len(episodes) > already:  # the speed goes to the log, not the files: those do not depend on the machine
         played, minutes = len(episodes) - already, (time.time() - start) / 60
         log.info("eval %s: %d episodes in %.1f min, %.1f episodes/min", out, played, minutes, played / minutes)
-    summary = envs.summarize(episodes)
     write_json(out / "summary.json", summary)
     print(json.dumps(summary, indent=2))
     return summary
@@ -103,8 +106,9 @@ def synthesize(cfg: AgentConfig, teacher: TeacherConfig, out, golden_file=None, 
     except TeacherUnavailable as e:
         raise StepError(f"{e}. The finished episodes are in {out}; those in flight were not written: run the "
                         f"same command again once the teacher is back, and it plays them") from None
-    summary = synthesis_summary(episodes, client)
-    print(json.dumps(summary, indent=2))
+    summary = synthesis_summary(episodes, client)  # under torchrun: the teacher's figures are this rank's
+    if distributed.is_main():
+        print(json.dumps(summary, indent=2))
     return summary
 
 
@@ -222,6 +226,7 @@ class PipelineConfig:
     # a command serving a checkpoint over OpenAI-compatible HTTP, started for each agent with "--model DIR
     # --port P" appended and stopped after it (e.g. vLLM's api_server); None: the agent decodes in-process
     student_server: str | None = None
+    nproc: int = 1  # processes (GPUs) for training (FSDP2), stage 2 and evaluation, started as torchrun does
 
 
 def seed_list(cfg):
@@ -346,6 +351,14 @@ def student_endpoint(cfg, model_dir, log_path, finished):
 
 # ----------------------------------------------------------------------------- end to end
 
+def run_on_ranks(nproc, fn, *args, **kwargs):
+    """fn(*args, **kwargs) in this process, or on nproc processes started as torchrun starts them (distributed.py)."""
+    if nproc == 1:
+        fn(*args, **kwargs)
+    else:
+        distributed.run_on_ranks(nproc, fn, *args, **kwargs)
+
+
 def stage(name):
     log.info("=" * 20 + " %s", name)
 
@@ -361,8 +374,8 @@ def run_seed(cfg, run, seed, preset, common):
     model_dir = Path(cfg.model) if cfg.model else scratch_model(seed_dir, d1 + u2, seed)
 
     stage(f"seed {seed}: stage 1: SFT on D1 -> the base agent")
-    train(TrainConfig(model=model_dir, data=[seed_dir / "d1.jsonl"], out=seed_dir / "base",
-                      **training_settings(cfg, preset, "stage1", seed)))
+    run_on_ranks(cfg.nproc, train, TrainConfig(model=model_dir, data=[seed_dir / "d1.jsonl"], out=seed_dir / "base",
+                                               **training_settings(cfg, preset, "stage1", seed)))
 
     stage(f"seed {seed}: stage 2: self-reflected trajectories on U2, teacher watching every step")
     stage2_files = ["reflected.jsonl"] + [VARIANTS[name][0] for name in cfg.variants]
@@ -370,19 +383,21 @@ def run_seed(cfg, run, seed, preset, common):
         for name in dict.fromkeys(f for f in stage2_files if f in STAGE2):
             done = {t["task"] for t in u2} <= finished_ids(seed_dir / name)
             with student_endpoint(cfg, seed_dir / "base", seed_dir / f"{name}.student-server.log", done) as student:
-                synthesize(AgentConfig(model=seed_dir / "base", split="train", task_file=seed_dir / "u2_tasks.txt",
-                                       max_invalid=cfg.max_invalid, dtype=agent_dtype(cfg), student_url=student,
-                                       **common),
-                           dataclasses.replace(cfg.teacher, url=url), seed_dir / name, golden_file=cfg.golden,
-                           max_corrections=cfg.max_corrections, irreversible=STAGE2[name] or cfg.irreversible)
+                run_on_ranks(cfg.nproc, synthesize,
+                             AgentConfig(model=seed_dir / "base", split="train", task_file=seed_dir / "u2_tasks.txt",
+                                         max_invalid=cfg.max_invalid, dtype=agent_dtype(cfg), student_url=student,
+                                         **common),
+                             dataclasses.replace(cfg.teacher, url=url), seed_dir / name, golden_file=cfg.golden,
+                             max_corrections=cfg.max_corrections, irreversible=STAGE2[name] or cfg.irreversible)
 
     stage(f"seed {seed}: stage 3: STeP and the baselines, same seed and budget")
     start_from = seed_dir / "base" if cfg.stage3_from == "base-agent" else model_dir
     for name in cfg.variants:
         extra, mask_errors, reflection, placement = VARIANTS[name]
-        train(TrainConfig(model=start_from, data=[seed_dir / "d1.jsonl", seed_dir / extra], out=seed_dir / name,
-                          mask_errors=mask_errors, reflection=reflection, reflection_placement=placement,
-                          **training_settings(cfg, preset, "stage3", seed)))
+        run_on_ranks(cfg.nproc, train, TrainConfig(
+            model=start_from, data=[seed_dir / "d1.jsonl", seed_dir / extra], out=seed_dir / name,
+            mask_errors=mask_errors, reflection=reflection, reflection_placement=placement,
+            **training_settings(cfg, preset, "stage3", seed)))
 
     stage(f"seed {seed}: evaluation on held-out tasks")
     for name in ["base", *cfg.variants]:
@@ -390,10 +405,10 @@ def run_seed(cfg, run, seed, preset, common):
             out = report.eval_dir(seed_dir, name, split)
             with student_endpoint(cfg, seed_dir / name, seed_dir / f"eval-{name}-{split}.student-server.log",
                                   (out / "summary.json").exists()) as student:
-                evaluate(AgentConfig(model=seed_dir / name, split=split,
-                                     tasks=cfg.test_tasks or (None if cfg.eval_set else preset["test_tasks"]),
-                                     eval_set=cfg.eval_set, max_invalid=cfg.max_invalid, dtype=agent_dtype(cfg),
-                                     student_url=student, **common), out)
+                run_on_ranks(cfg.nproc, evaluate, AgentConfig(
+                    model=seed_dir / name, split=split,
+                    tasks=cfg.test_tasks or (None if cfg.eval_set else preset["test_tasks"]), eval_set=cfg.eval_set,
+                    max_invalid=cfg.max_invalid, dtype=agent_dtype(cfg), student_url=student, **common), out)
 
 
 def run_pipeline(cfg: PipelineConfig):
@@ -408,6 +423,9 @@ def run_pipeline(cfg: PipelineConfig):
     common = dict(env=cfg.env, task_types=task_types, device=cfg.device, parallel=cfg.parallel,
                   max_steps=cfg.max_steps, threads=cfg.threads, expert=cfg.expert)
     start = time.time()
+    if cfg.nproc > 1 and cfg.student_server:
+        raise StepError("--student-server serves the agent in one server; --nproc plays it in-process on N ranks: "
+                        "choose one")
     if cfg.teacher.url:  # a teacher that is down fails now, not after stage 1's training
         connect_teacher(cfg.teacher, cfg.parallel)
 

@@ -14,6 +14,7 @@ list and a resumable output file around run_episodes.
 """
 import contextlib
 import functools
+import glob
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ import requests
 import torch
 from tqdm import tqdm
 
+import distributed
 import envs
 from data import (append_jsonl, encode_prompt, end_of_turn_id, parse_action, parse_thought, read_jsonl,
                   render_turn, write_atomic)
@@ -438,37 +440,65 @@ def listed_model(url):
         return False
 
 
-def finished_ids(path):
-    return {t["task"] for t in read_jsonl(path)} if Path(path).exists() else set()
+def finished_ids(*paths):
+    """The tasks whose episodes the files hold (those that exist)."""
+    return {t["task"] for path in paths if Path(path).exists() for t in read_jsonl(path)}
 
 
 def run_agent(cfg: AgentConfig, out_file, judge=None, max_corrections=0, undo_irreversible=False,
               mark=lambda trajectory: trajectory):
     """Episodes of the agent in cfg.model on the selected tasks, appended to out_file as they finish
     (so that a rerun resumes), then rewritten in task order: the file does not depend on which
-    episode finished first."""
+    episode finished first. Under torchrun rank r plays tasks r, r + N... with its own copy of the
+    agent into a part file of its own, and rank 0 merges the parts into out_file."""
+    device = distributed.start(cfg.device or default_device(), "gloo", distributed.ROLLOUT_TIMEOUT)  # ranks
     torch.set_num_threads(cfg.threads or physical_cores())  # float reductions depend on the thread count
     if cfg.student_url:
         policy = served_policy(cfg.student_url, load_tokenizer(cfg.model, cfg.chat_format), cfg.max_new_tokens)
     else:
-        model, tokenizer = load_agent(cfg.model, cfg.device or default_device(), cfg.chat_format, cfg.dtype)
+        model, tokenizer = load_agent(cfg.model, device, cfg.chat_format, cfg.dtype)
         policy = make_policy(model, tokenizer, cfg.max_new_tokens)
     listed = cfg.listed()
     new_env = functools.partial(cfg.new_env, listed)
     spare = [new_env()]  # lists the tasks, then serves as the first slot's env (a JVM start saved)
     task_ids = cfg.select_tasks(spare[0], listed)
+    written = part_file(out_file, distributed.rank()) if distributed.world_size() > 1 else out_file  # ranks
     try:
-        run_episodes(policy, lambda: spare.pop() if spare else new_env(), task_ids, parallel=cfg.parallel,
-                     judge=judge, max_corrections=max_corrections, max_invalid=cfg.max_invalid,
-                     undo_irreversible=undo_irreversible,
-                     done_ids=finished_ids(out_file), on_episode=lambda t: append_jsonl(out_file, mark(t)))
+        run_episodes(policy, lambda: spare.pop() if spare else new_env(), distributed.share(task_ids),
+                     parallel=cfg.parallel, judge=judge, max_corrections=max_corrections, max_invalid=cfg.max_invalid,
+                     undo_irreversible=undo_irreversible, done_ids=finished_ids(out_file, *part_files(out_file)),
+                     on_episode=lambda t: append_jsonl(written, mark(t)))
     finally:
         for env in spare:  # unused when every task was already done
             env.close()
-    by_task, selected = {t["task"]: t for t in read_jsonl(out_file)}, set(task_ids)
+    distributed.barrier()  # ranks: every part written
+    if distributed.is_main():
+        merge_in_task_order(out_file, task_ids)
+    distributed.barrier()  # ranks: out_file merged
+    by_task = {t["task"]: t for t in read_jsonl(out_file)}
+    return [by_task[t] for t in task_ids if t in by_task]
+
+
+def part_file(out_file, rank):
+    """Where rank `rank` of a torchrun launch writes its episodes before they are merged into out_file."""
+    return Path(f"{out_file}.rank{rank}")
+
+
+def part_files(out_file):
+    return sorted(Path(out_file).parent.glob(f"{glob.escape(Path(out_file).name)}.rank*"))
+
+
+def merge_in_task_order(out_file, task_ids):
+    """out_file and the ranks' part files (of this launch, or of an interrupted one on any number of
+    ranks) into out_file, each task once, in task_ids order; episodes of tasks not in task_ids after
+    them. The parts are removed once out_file holds them."""
+    parts = part_files(out_file)
+    by_task = {t["task"]: t for path in [out_file, *parts] if Path(path).exists() for t in read_jsonl(path)}
+    selected = set(task_ids)
     in_task_order = [by_task[t] for t in task_ids if t in by_task] + [t for t in by_task.values()
                                                                        if t["task"] not in selected]
     text = "".join(json.dumps(t) + "\n" for t in in_task_order)
-    if Path(out_file).read_text() != text:  # untouched when already in order (a finished rerun)
+    if not Path(out_file).exists() or Path(out_file).read_text() != text:  # untouched when already in order
         write_atomic(out_file, text)
-    return [by_task[t] for t in task_ids if t in by_task]
+    for part in parts:
+        part.unlink()

@@ -10,6 +10,7 @@
     python step.py report RUN [RUN ...] --out DIR       # the results over the seeds of several runs
     python step.py show PATH --out DIR                  # the records as a static site, to read in a browser
     python step.py convert-gguf [FILE] --out DIR        # a LLaMA-architecture GGUF -> a Hugging Face directory
+    torchrun --nproc-per-node N step.py train|eval|synthesize ...   # on N GPUs (distributed.py)
 
 Each command builds its module's config from the options and calls it: train.train(TrainConfig),
 pipeline.golden / evaluate / synthesize (rollout.AgentConfig, teacher.TeacherConfig),
@@ -24,6 +25,7 @@ import threading
 
 if not sys.stderr.isatty():  # a log file: a progress bar's line a minute, not one per update (read when tqdm is imported)
     os.environ.setdefault("TQDM_MININTERVAL", "60")
+import distributed  # noqa: E402
 import envs  # noqa: E402
 import pipeline  # noqa: E402
 import report  # noqa: E402
@@ -285,6 +287,9 @@ def add_pipeline_options(p):
                    help="a count N (seeds --seed .. --seed+N-1) or a list 0,3,7 [quick: 1, full: 3]")
     p.add_argument("--device", default=None, help="[cuda if available, else cpu]")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads; default: physical cores")
+    p.add_argument("--nproc", type=positive_int, default=1,
+                   help="processes, one a GPU, started as torchrun starts them: stages 1 and 3 train on all of them "
+                        "(FSDP2), stage 2 and the evaluations share the tasks out [%(default)s]")
     p.add_argument("--student-server", default=None,
                    help="a command that serves a checkpoint over OpenAI-compatible HTTP, started for each agent "
                         "(stage 2 and every evaluation) with --model DIR --port P appended and stopped after, e.g. "
@@ -357,11 +362,17 @@ def build_parser():
     return parser
 
 
+RANK_COMMANDS = ("train", "eval", "synthesize")  # the commands torchrun may start on N processes
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for chatty in ("py4j", "scienceworld"):  # the engine's bridge logs every JVM start and stop
         logging.getLogger(chatty).setLevel(logging.ERROR)
+    if distributed.launched() and args.command not in RANK_COMMANDS:
+        sys.exit(f"step.py {args.command}: error: under torchrun only {', '.join(RANK_COMMANDS)} run on the ranks "
+                 "(the pipeline starts them on N processes itself: pipeline --nproc N)")
     try:
         args.run(args)
     except (StepError, ValueError, FileNotFoundError) as e:

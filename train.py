@@ -6,6 +6,10 @@ data.py turns each trajectory into token ids and labels (-100 on every token tha
 prompt, the observations, and the steps a teacher judged wrong). Here: the loss over the labelled
 tokens, the learning-rate schedule, and the loop, with gradient accumulation over micro-batches of
 similar length, atomic checkpoints and an exact resume. optim.py holds the lean memory mode.
+
+Under torchrun (`torchrun --nproc-per-node N step.py train ...`) the same loop runs on N ranks:
+distributed.py shards the model with FSDP2 and each rank takes its share of every step's
+micro-batches; the lines marked "# ranks" are what that adds.
 """
 import dataclasses
 import hashlib
@@ -22,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import distributed
 from data import (IGNORE_INDEX, StepError, append_jsonl, build_samples, collate, length_grouped_batches,
                   load_trajectories, marked_for_training, padding_fraction, read_jsonl, write_json)
 from model import default_device, load_model, load_tokenizer, physical_cores, replace_dir, save_model
@@ -77,15 +82,21 @@ def count_trainable(labels):
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
-def accumulate_gradients(model, micro_batches, device, autocast_dtype=None):
+# A micro-batch without a trained token: a rank with no micro-batch left in a window runs it, so that
+# every rank makes the same collective calls (FSDP gathers and reduces in each forward and backward).
+NOTHING_TRAINED = (torch.zeros(1, 2, dtype=torch.long), torch.full((1, 2), IGNORE_INDEX))
+
+
+def accumulate_gradients(model, micro_batches, device, autocast_dtype=None, n_trainable=None):
     """Forward and backward over one accumulation window of (ids, labels) micro-batches.
 
-    Each micro-batch's summed loss is divided by the trainable tokens of the whole window, so the
-    gradients are those of one batch holding all of them; a window without a trainable token adds
-    zero gradient, never NaN. Returns the window's mean token loss (a tensor: reading it would
-    synchronise the GPU) and its number of trainable tokens."""
+    Each micro-batch's summed loss is divided by the trainable tokens of the whole window
+    (n_trainable; None: those of micro_batches), so the gradients are those of one batch holding all
+    of them; a window without a trainable token adds zero gradient, never NaN. Returns this share of
+    the window's mean token loss (a tensor: reading it would synchronise the GPU) and n_trainable."""
     device = torch.device(device)
-    n_trainable = sum(count_trainable(labels) for _, labels in micro_batches)
+    if n_trainable is None:
+        n_trainable = sum(count_trainable(labels) for _, labels in micro_batches)
     window_loss = torch.zeros((), device=device)
     for ids, labels in micro_batches:
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
@@ -126,52 +137,67 @@ LOG = "train_log.jsonl"
 def train(config: TrainConfig):
     """Fine-tune config.model on the trajectories in config.data; the trained model goes to config.out.
 
-    Returns the trained Transformer, or None when out holds a finished run (nothing is done) or
-    the run stopped early at stop_after (its checkpoint is in out/checkpoint)."""
+    Returns the trained Transformer (sharded under torchrun), or None when out holds a finished run
+    (nothing is done) or the run stopped early at stop_after (its checkpoint is in out/checkpoint)."""
     cfg = resolve_defaults(config)
+    backend = "nccl" if cfg.device.startswith("cuda") else "gloo"
+    device = torch.device(distributed.start(cfg.device, backend, distributed.TRAIN_TIMEOUT))  # ranks: cuda:LOCAL_RANK
+    main = distributed.is_main()  # ranks: rank 0 writes the files
     out = Path(cfg.out)
     if (out / SUMMARY).exists():
         print(f"{out}: training already finished ({SUMMARY} is there); nothing to do", file=sys.stderr)
         return None
     resume = prepare_output(out, cfg.resume)
     torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + distributed.rank())  # ranks: each its own rounding noise
     checkpoint, log_path, files = out / "checkpoint", out / LOG, model_files(cfg.model)
 
     samples, data_stats = load_samples(cfg)
     lengths = [len(ids) for ids, _ in samples]
+    trainable = [sum(label != IGNORE_INDEX for label in labels[1:]) for _, labels in samples]
     plan = training_plan(lengths, cfg.batch_tokens, cfg.grad_accum, cfg.epochs, cfg.seed)
     fingerprint = run_fingerprint(cfg, samples, plan)
     state = load_training_state(checkpoint, fingerprint) if resume else {"step": 0, "elapsed": 0.0}
 
-    device = torch.device(cfg.device)
     weight_dtype = torch.bfloat16 if cfg.memory == "lean" else torch.float32
-    autocast_dtype = torch.bfloat16 if cfg.memory == "standard" and cfg.dtype == "bf16" else None
-    model = load_model(checkpoint if resume else cfg.model, device, weight_dtype)
+    compute_dtype = torch.bfloat16 if cfg.dtype == "bf16" else None
+    if distributed.launched():  # ranks: FSDP2 gathers the weights in compute_dtype (no autocast)
+        model = distributed.load_sharded_model(checkpoint if resume else cfg.model, device, weight_dtype, compute_dtype)
+    else:
+        model = load_model(checkpoint if resume else cfg.model, device, weight_dtype)
+    autocast_dtype = compute_dtype if cfg.memory == "standard" and not distributed.launched() else None
     model.train()
     model.grad_ckpt = cfg.grad_ckpt
     optimizer = make_optimizer(model, cfg)
     if resume:
-        # load_state_dict moves each state tensor to its parameter's device
-        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True, map_location="cpu"))
-        set_rng_state(state["rng"])
-    truncate_log(log_path, state["step"])
+        # load_state_dict moves each state tensor to its parameter's device; ranks: each keeps its shards
+        # (mmap: the ranks read one copy of the file through the page cache, not one a rank in memory)
+        distributed.load_optimizer_state(optimizer, torch.load(checkpoint / "optimizer.pt", weights_only=True,
+                                                               map_location="cpu", mmap=True))
+        set_rng_state(state["rng"], cfg.seed)
 
     total_steps = len(plan)
     warmup_steps = math.ceil(cfg.warmup * total_steps)
     stop_at = min(total_steps, cfg.stop_after or total_steps)
-    print(f"train: {data_stats['trajectories']} trajectories -> {len(samples)} samples, {total_steps} steps "
-          f"({cfg.epochs} epochs), {cfg.memory} memory, {cfg.dtype} on {device}", file=sys.stderr)
+    if main:
+        truncate_log(log_path, state["step"])
+        print(f"train: {data_stats['trajectories']} trajectories -> {len(samples)} samples, {total_steps} steps "
+              f"({cfg.epochs} epochs), {cfg.memory} memory, {cfg.dtype} on {device}"
+              + (f", {distributed.world_size()} ranks" if distributed.launched() else ""), file=sys.stderr)
     start = time.time() - state["elapsed"]
-    with tqdm(total=total_steps, initial=state["step"], desc="train", unit="step", dynamic_ncols=True) as progress:
+    with tqdm(total=total_steps, initial=state["step"], desc="train", unit="step", dynamic_ncols=True,
+              disable=not main) as progress:
         for step in range(state["step"], stop_at):
             step_start = time.time()
             epoch, batches = plan[step]
             lr = learning_rate(step, total_steps, warmup_steps, cfg.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            micro_batches = [collate([samples[i] for i in batch]) for batch in batches]
-            loss, n_trainable = accumulate_gradients(model, micro_batches, device, autocast_dtype)
+            n_trainable = sum(trainable[i] for batch in batches for i in batch)  # the window's, on every rank
+            micro_batches = [collate([samples[i] for i in batch]) if batch else NOTHING_TRAINED
+                             for batch in distributed.share(batches, pad=[])]  # ranks: this rank's share
+            loss, _ = accumulate_gradients(model, micro_batches, device, autocast_dtype, n_trainable)
+            loss = distributed.all_sum(loss)  # ranks: the window's loss is the sum of the shares
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             loss, grad_norm = loss.item(), grad_norm.item()
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
@@ -181,16 +207,17 @@ def train(config: TrainConfig):
 
             tokens = sum(lengths[i] for batch in batches for i in batch)
             done = step + 1
-            append_jsonl(log_path, {"step": done, "epoch": epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                                    "tokens": tokens, "trainable_tokens": n_trainable,
-                                    "elapsed": round(time.time() - start, 3)})
+            if main:
+                append_jsonl(log_path, {"step": done, "epoch": epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                                        "tokens": tokens, "trainable_tokens": n_trainable,
+                                        "elapsed": round(time.time() - start, 3)})
             tokens_per_s = tokens / (time.time() - step_start)
             progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_s:.0f}", refresh=False)
             progress.update()
             periodic = cfg.save_every and done % cfg.save_every == 0 and done < total_steps
             if periodic or done == stop_at < total_steps:
                 saved = {"step": done, "epoch": epoch, "elapsed": time.time() - start, "fingerprint": fingerprint,
-                         "rng": rng_state()}
+                         "rng": distributed.all_gather(rng_state())}  # ranks: every rank's generators
                 save_checkpoint(checkpoint, model, optimizer, saved, files)
     if stop_at < total_steps:
         print(f"stopped after step {stop_at} of {total_steps} (--stop-after); --resume continues from "
@@ -198,10 +225,11 @@ def train(config: TrainConfig):
         return None
 
     save_final(model, out, files)
-    summary = training_summary(plan, samples, data_stats, time.time() - start, read_jsonl(log_path))
-    write_json(out / SUMMARY, summary)  # written last: its presence marks the run finished
-    shutil.rmtree(checkpoint, ignore_errors=True)  # the size of three models, and no longer needed
-    print("train: " + ", ".join(f"{k} {v}" for k, v in summary.items()), file=sys.stderr)
+    if main:
+        summary = training_summary(plan, lengths, trainable, data_stats, time.time() - start, read_jsonl(log_path))
+        write_json(out / SUMMARY, summary)  # written last: its presence marks the run finished
+        shutil.rmtree(checkpoint, ignore_errors=True)  # the size of three models, and no longer needed
+        print("train: " + ", ".join(f"{k} {v}" for k, v in summary.items()), file=sys.stderr)
     model.grad_ckpt = False
     return model.eval()
 
@@ -250,13 +278,12 @@ def diverged(step, loss, grad_norm, checkpoint):
                      f"A lower --lr or a look at the data may help; {kept}.")
 
 
-def training_summary(plan, samples, data_stats, wall_time, log):
+def training_summary(plan, lengths, trainable, data_stats, wall_time, log):
+    """The run's totals; lengths and trainable: each sample's tokens and trainable tokens."""
     batches = [batch for _, window in plan for batch in window]
-    lengths = [len(ids) for ids, _ in samples]
-    trainable = [sum(label != IGNORE_INDEX for label in labels[1:]) for _, labels in samples]
     tokens = sum(lengths[i] for batch in batches for i in batch)
     trained = sum(trainable[i] for batch in batches for i in batch)
-    return {"steps": len(plan), "samples": len(samples), "tokens": tokens, "trainable_tokens": trained,
+    return {"steps": len(plan), "samples": len(lengths), "tokens": tokens, "trainable_tokens": trained,
             "trainable_fraction": round(trained / max(tokens, 1), 4),
             "padding_fraction": round(padding_fraction(batches, lengths), 4),
             "first_loss": log[0]["loss"] if log else None, "final_loss": log[-1]["loss"] if log else None,
@@ -300,10 +327,14 @@ def run_fingerprint(cfg, samples, plan):
 
 def save_checkpoint(path, model, optimizer, state, files):
     """The full training state, written beside `path` and swapped in only once complete: a crash
-    leaves the previous checkpoint intact. The directory is also a model directory (load_model)."""
+    leaves the previous checkpoint intact. The directory is also a model directory (load_model).
+    Under torchrun every rank calls it, and rank 0 writes what was gathered whole from all of them."""
+    model, optimizer_state = distributed.full_model(model), distributed.full_optimizer_state(optimizer)
+    if not distributed.is_main():
+        return
     tmp = path.with_name(f".{path.name}.tmp")
     save_model(model, tmp, files=files)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(optimizer_state, tmp / "optimizer.pt")
     torch.save(state, tmp / "training_state.pt")
     replace_dir(tmp, path)  # fsyncs the files, then renames
 
@@ -324,7 +355,16 @@ def rng_state():
     return state
 
 
-def set_rng_state(state):
+def set_rng_state(states, seed):
+    """This rank's generators from the saved ones of every rank. Resumed on another number of ranks,
+    where the rounding noise cannot go on as it would have, each rank's are seeded afresh from the
+    seed (as at the start)."""
+    if len(states) != distributed.world_size():
+        print(f"train: resumed on {distributed.world_size()} rank(s) after {len(states)}: lean's rounding noise "
+              "starts afresh", file=sys.stderr)
+        torch.manual_seed(seed + distributed.rank())
+        return
+    state = states[distributed.rank()]
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -332,7 +372,10 @@ def set_rng_state(state):
 
 def save_final(model, out, files):
     """The trained model into out itself, beside the logs: save_model writes a complete directory
-    (atomically), whose files are then moved in."""
+    (atomically), whose files are then moved in. Under torchrun rank 0 writes the gathered model."""
+    model = distributed.full_model(model)
+    if not distributed.is_main():
+        return
     staging = out / ".final"
     save_model(model, staging, files=files)
     for file in staging.iterdir():

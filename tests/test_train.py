@@ -48,10 +48,8 @@ def trajectory(i, reflected=False):
             "source": "reflected" if reflected else "golden", "messages": messages, "reward": 1.0, "success": True}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def make_tiny(root, tie_embeddings=False):
     """A trajectory file, a sentencepiece tokenizer trained on it and a random tiny model saved with it."""
-    root = tmp_path_factory.mktemp("tiny")
     trajectories = [trajectory(i) for i in range(10)] + [trajectory(i, reflected=True) for i in range(4)]
     data = root / "data.jsonl"
     data.write_text("".join(json.dumps(t) + "\n" for t in trajectories))
@@ -59,9 +57,14 @@ def tiny(tmp_path_factory):
     tok = train_tokenizer(texts * 4, root / "tokenizer.model", 500)
     torch.manual_seed(0)
     model = Transformer(ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=tok.vocab_size,
-                                  hidden_dim=160, max_seq_len=512))
+                                  hidden_dim=160, max_seq_len=512, tie_embeddings=tie_embeddings))
     save_model(model, root / "base", files=[root / "tokenizer.model"])
     return SimpleNamespace(root=root, data=data, model=root / "base", tok=tok, trajectories=trajectories)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 def run_args(tiny, out, **overrides):
@@ -308,6 +311,27 @@ def test_memory_estimate_for_llama2_7b():
     assert lean["weights"] + lean["gradients"] + lean["optimizer"] == pytest.approx(53.9, abs=0.1)
     assert lean["block_inputs"] == pytest.approx(1.07, abs=0.01)
     assert lean["total"] < 70 and standard["total"] > 80
+
+
+def test_memory_estimate_per_rank_sharded_over_gpus():
+    """FSDP2 over N GPUs: weights, gradients and AdamW divided by N, bf16 units gathered instead of
+    autocast's copies, one micro-batch's activations per rank. The README's table."""
+    llama2_7b, llama2_13b = ModelArgs(), ModelArgs(dim=5120, n_layers=40, n_heads=40, hidden_dim=13824)
+    assert estimate_memory(llama2_13b, 4096, "lean")["params"] == 13_015_864_320
+    one, eight = estimate_memory(llama2_7b, 4096, "lean"), estimate_memory(llama2_7b, 4096, "lean", ranks=8)
+    state = ("weights", "gradients", "optimizer")
+    assert sum(eight[k] for k in state) == pytest.approx(sum(one[k] for k in state) / 8)
+    root, block = 2 * 32000 * 4096 + 4096, 4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096
+    assert eight["gathered_units"] == pytest.approx((root + 2 * block) * (2 + 2) / 1e9) == pytest.approx(2.67, abs=0.01)
+    assert (eight["block_activations"], eight["logits"]) == (one["block_activations"], one["logits"])
+    assert eight["optimizer_step_temporaries"] == pytest.approx(one["optimizer_step_temporaries"] / 8)
+    totals = {(name, mode, n): round(estimate_memory(args, 4096, mode, ranks=n)["total"], 1)
+              for name, args in (("7B", llama2_7b), ("13B", llama2_13b)) for mode in ("standard", "lean")
+              for n in (1, 2, 4, 8)}
+    assert [totals["7B", "standard", n] for n in (1, 2, 4, 8)] == [125.4, 61.0, 34.0, 20.6]
+    assert [totals["7B", "lean", n] for n in (1, 2, 4, 8)] == [60.1, 34.3, 20.0, 12.9]
+    assert [totals["13B", "standard", n] for n in (1, 2, 4, 8)] == [239.8, 113.8, 61.7, 35.7]
+    assert [totals["13B", "lean", n] for n in (1, 2, 4, 8)] == [111.9, 61.7, 34.7, 21.2]
 
 
 @pytest.mark.parametrize("extra", [{}, dict(n_kv_heads=2, tie_embeddings=True)])
