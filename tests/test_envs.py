@@ -556,8 +556,9 @@ def test_a_wrong_step_that_cannot_be_undone_is_taken_back_and_corrected(sciworld
             True, "done", 1, 1, 1)
         i = next(i for i, m in enumerate(traj["messages"]) if m.get("error"))
         wrong_turn = dict(traj["messages"][i])
-        assert wrong_turn.pop("facts") == {"rejected": False, "repeated": False, "irreversible": True, "plan_before": 3,
-                                           "plan_after": None, "expert_before": "look around", "expert_after": None}
+        assert wrong_turn.pop("facts") == {"rejected": False, "repeated": False, "irreversible": True,
+                                           "plan_before": 3, "plan_after": None, "expert_before": "look around",
+                                           "expert_after": None}
         assert wrong_turn == {"role": "assistant", "content": f"Action: {wrong_action}", "loss": False,
                               "error": True, "taken_back": True}
         assert traj["messages"][i + 1]["content"] == observation
