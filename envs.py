@@ -862,7 +862,7 @@ class SearchingExpert:
             return None
         place, room = order[0], known.room
         if known.here(place) and place in room.openable and place not in room.opened:
-            return f"The {place} is closed. I open it to look for {with_a(thing)} inside.", f"open {place}"
+            return f"The {place} is closed. I open it to look for {with_article(thing)} inside.", f"open {place}"
         missed = known.facing if known.facing in known.seen else None
         said = f"There is no {thing} {room.where(missed)}. " if missed else ""
         rest = f" After it: {places(order[1:])}." if len(order) > 1 else ""
@@ -934,7 +934,7 @@ class SearchingExpert:
         return actions
 
 
-def with_a(thing):
+def with_article(thing):
     return ("an " if thing[:1] in "aeiou" else "a ") + thing
 
 

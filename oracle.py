@@ -13,17 +13,13 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from data import parse_action, render_turn
-from envs import norm_action
+from envs import norm_action, with_article
 from teacher import (CAN_UNDO, ENGINE_REJECTED, EXPERT_AFTER, EXPERT_BEFORE, EXPERT_THEN, EXPERT_WHY, NO_WAY,
                      PLAN_AFTER, PLAN_BEFORE, REFERENCE_HEADER, REPEATS, STEP_HEADER, TAKEN_BACK)
 
 # ----------------------------------------------------------------------------- scripted thoughts
 
 MOVES = ("go to ", "teleport to ")
-
-
-def with_article(thing):
-    return ("an " if thing[:1] in "aeiou" else "a ") + thing
 
 
 def destination(action, later):

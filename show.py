@@ -25,6 +25,7 @@ from pathlib import Path
 import envs
 from data import apply_variant, load_trajectories, marked_for_training, parse_action, parse_thought, render_turn
 from report import UNDO_FILE
+from teacher import plan_size, yes_no
 
 GENERATOR = "step.py show"  # index.html's mark: a folder that has it may be replaced by a new site
 CSP = "default-src 'none'; img-src data: 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
@@ -444,12 +445,12 @@ def judged_facts(facts):
     """What the teacher was shown about a judged step (rollout.RECORDED_FACTS), as one line."""
     if not facts:
         return ""
-    plan = lambda n: "no way to finish" if n is None else f"{n} actions"  # noqa: E731
-    said = [f"rejected by the environment: {'yes' if facts.get('rejected') else 'no'}",
-            f"repeats an earlier step: {'yes' if facts.get('repeated') else 'no'}"]
+    said = [f"rejected by the environment: {yes_no(facts.get('rejected'))}",
+            f"repeats an earlier step: {yes_no(facts.get('repeated'))}"]
     said += ["cannot be undone"] * bool(facts.get("irreversible"))
     if "plan_before" in facts and (facts["plan_before"] is not None or facts.get("plan_after") is not None):
-        said.append(f"expert's plan {plan(facts['plan_before'])} before, {plan(facts.get('plan_after'))} after")
+        said.append(f"expert's plan {plan_size(facts['plan_before'])} before, "
+                    f"{plan_size(facts.get('plan_after'))} after")
     said += [f"expert's next action {when}: {facts[key]}" for key, when in
              (("expert_before", "before"), ("expert_after", "after")) if facts.get(key)]
     return f'<div class="shown"><b>the teacher was shown</b> {esc("; ".join(said))}</div>'
