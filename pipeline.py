@@ -213,7 +213,8 @@ class PipelineConfig:
     test_tasks: int | None = None  # per evaluation split [the preset's; all of the set with eval_set]
     eval_set: str | None = None  # a published list of evaluation tasks (envs.EVAL_SETS)
     recipe: str | None = None  # RECIPES [scratch without model; else pretrained-cpu on a CPU, pretrained-gpu]
-    epochs: int | None = None
+    epochs: int | None = None  # stages 1 and 3 [the recipe's]
+    stage1_epochs: int | None = None  # stage 1 alone, where the base agent needs more than stage 3 [epochs]
     lr: float | None = None
     batch_tokens: int | None = None
     parallel: int = 8
@@ -247,13 +248,14 @@ def recipe_name(cfg):
 
 
 def training_settings(cfg, preset, stage_name, seed):
-    """Stage 1 or 3 hyper-parameters from the recipe; cfg.lr/epochs/batch_tokens override it."""
+    """Stage 1 or 3 hyper-parameters from the recipe; cfg.lr/epochs/stage1_epochs/batch_tokens override it."""
     recipe = recipe_name(cfg)
     lr, epochs1, epochs3, batch_tokens, grad_accum, grad_ckpt, dtype = RECIPES[recipe]
     if dtype == "bf16" and not native_bf16(cfg.device):
         dtype = "fp32"
-    epochs = {"stage1": epochs1 or preset["stage1_epochs"], "stage3": epochs3 or preset["stage3_epochs"]}[stage_name]
-    return dict(lr=cfg.lr or lr, epochs=cfg.epochs or epochs, batch_tokens=cfg.batch_tokens or batch_tokens,
+    epochs = {"stage1": cfg.stage1_epochs or cfg.epochs or epochs1 or preset["stage1_epochs"],
+              "stage3": cfg.epochs or epochs3 or preset["stage3_epochs"]}[stage_name]
+    return dict(lr=cfg.lr or lr, epochs=epochs, batch_tokens=cfg.batch_tokens or batch_tokens,
                 grad_accum=grad_accum, max_len=4096, warmup=0.03, seed=seed, device=cfg.device, dtype=dtype,
                 threads=cfg.threads, grad_ckpt=grad_ckpt, save_every=0 if recipe == "scratch" else 50)
 

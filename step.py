@@ -275,7 +275,9 @@ def add_pipeline_options(p):
     p.add_argument("--recipe", choices=list(pipeline.RECIPES), default=None,
                    help="stage 1 and 3 hyper-parameters (pipeline.RECIPES); default: scratch without --model, "
                         "else pretrained-cpu on a CPU and pretrained-gpu (ETO's, for a 7B) on a GPU")
-    p.add_argument("--epochs", type=positive_int, default=None)
+    p.add_argument("--epochs", type=positive_int, default=None, help="stages 1 and 3 [the recipe's]")
+    p.add_argument("--stage1-epochs", type=positive_int, default=None,
+                   help="stage 1's epochs, where the base agent needs more than stage 3 [--epochs]")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-tokens", type=positive_int, default=None)
     p.add_argument("--parallel", type=positive_int, default=8)

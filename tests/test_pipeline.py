@@ -272,9 +272,9 @@ def test_pipeline_runs_unchanged_on_alfworld(tmp_path):
 
 
 def test_the_training_recipe_follows_model_and_device_unless_named():
-    def settings(*argv):
+    def settings(*argv, stage_name="stage3"):
         cfg = step.config(pipeline.PipelineConfig, step.build_parser().parse_args(["pipeline", *argv]))
-        return pipeline.training_settings(cfg, pipeline.PRESETS["quick"], "stage3", seed=0)
+        return pipeline.training_settings(cfg, pipeline.PRESETS["quick"], stage_name, seed=0)
 
     assert settings()["lr"] == 3e-3 and settings()["epochs"] == 6  # scratch: the preset's epochs
     # bf16 autocast on a CPU only where bf16 is native; where it is emulated (AVX2) it trains 29x slower
@@ -288,6 +288,11 @@ def test_the_training_recipe_follows_model_and_device_unless_named():
     assert (small_on_gpu["lr"], small_on_gpu["epochs"], small_on_gpu["grad_accum"], small_on_gpu["device"]) == (
         5e-5, 1, 2, "cuda")
     assert settings("--model", "m", "--recipe", "pretrained-cpu", "--lr", "1e-4")["lr"] == 1e-4
+    # pretrained-cpu: 2 epochs in stage 1, 1 in stage 3; --epochs sets both, --stage1-epochs stage 1 alone
+    cpu = ("--model", "m", "--recipe", "pretrained-cpu")
+    for argv, stage1, stage3 in [((), 2, 1), (("--epochs", "3"), 3, 3), (("--stage1-epochs", "4"), 4, 1),
+                                 (("--epochs", "3", "--stage1-epochs", "4"), 4, 3)]:
+        assert (settings(*cpu, *argv, stage_name="stage1")["epochs"], settings(*cpu, *argv)["epochs"]) == (stage1, stage3)
 
 
 def test_the_irreversible_switch_reaches_stage_2():
