@@ -7,6 +7,7 @@
     python step.py eval --model DIR --env E --split S --out DIR
     python step.py teacher --port P                     # the scripted oracle teacher on loopback
     python step.py teacher-eval --data FILE --teacher-url URL
+    python step.py judge EPISODES [EPISODES ...]        # an evaluation's steps judged by the oracle
     python step.py report RUN [RUN ...] --out DIR       # the results over the seeds of several runs
     python step.py show PATH --out DIR                  # the records as a static site, to read in a browser
     python step.py convert-gguf [FILE] --out DIR        # a LLaMA-architecture GGUF -> a Hugging Face directory
@@ -14,7 +15,7 @@
 
 Each command builds its module's config from the options and calls it: train.train(TrainConfig),
 pipeline.golden / evaluate / synthesize (rollout.AgentConfig, teacher.TeacherConfig),
-pipeline.run_pipeline(PipelineConfig), teacher_eval.teacher_eval, report.report_runs, show.write_site.
+pipeline.run_pipeline(PipelineConfig), teacher_eval.teacher_eval / judge_episodes, report.report_runs, show.write_site.
 """
 import argparse
 import dataclasses
@@ -36,7 +37,7 @@ from model import CHAT_FORMATS  # noqa: E402
 from oracle import serve_oracle_teacher  # noqa: E402
 from rollout import AGENT_DTYPES, AgentConfig  # noqa: E402
 from teacher import REFERENCES, RESPONSE_FORMATS, TeacherConfig  # noqa: E402
-from teacher_eval import teacher_eval  # noqa: E402
+from teacher_eval import judge_episodes, teacher_eval  # noqa: E402
 from train import TrainConfig, train  # noqa: E402
 
 log = logging.getLogger("step")
@@ -80,6 +81,10 @@ def pipeline_command(args):
 def teacher_eval_command(args):
     teacher_eval(args.data, teacher_config(args), golden_file=args.golden, episodes=args.episodes,
                  parallel=args.parallel, out=args.out)
+
+
+def judge_command(args):
+    judge_episodes(args.episodes, expert=args.expert, out=args.out)
 
 
 def teacher_command(args):
@@ -334,6 +339,11 @@ def build_parser():
     p.add_argument("--parallel", type=positive_int, default=8, help="teacher requests at once")
     p.add_argument("--out", default=None, help="also write the report to this JSON file")
     add_teacher_options(p, required=True)
+
+    p = command("judge", judge_command, "an evaluation's steps judged by the oracle", judge_episodes.__doc__)
+    p.add_argument("episodes", nargs="+", help="episodes.jsonl files of evaluations (counted together)")
+    p.add_argument("--out", default=None, help="also write the report to this JSON file")
+    add_expert_option(p)
 
     p = command("teacher", teacher_command, "serve the scripted oracle teacher", teacher_command.__doc__)
     p.add_argument("--host", default="127.0.0.1")

@@ -1,8 +1,10 @@
 """Qualify a teacher before a long run (`step.py teacher-eval`): the agent steps recorded in a stage-2
 file are replayed in the engine, each shown to the teacher as it was shown to the teacher that judged
-it, and the answers are compared with the recorded verdicts.
+it, and the answers are compared with the recorded verdicts. The same replay judges an evaluation's
+steps by the oracle afterwards (`step.py judge`): what the agents' steps were worth at test time.
 
     teacher_eval("runs/quick/seed-0/reflected.jsonl", TeacherConfig(url="http://127.0.0.1:8000/v1"))
+    judge_episodes(["runs/quick/seed-0/eval/step/test/episodes.jsonl"])
 """
 import json
 from collections import Counter
@@ -10,10 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import envs
+import oracle
 import rollout
 from data import StepError, load_trajectories, parse_action, write_json
+from envs import norm_action
 from pipeline import connect_teacher, golden_references
-from teacher import TeacherConfig, TeacherUnavailable, Verdict
+from teacher import TeacherConfig, TeacherUnavailable, Verdict, teacher_prompt
 
 
 def recorded_steps(env, trajectory):
@@ -102,6 +106,64 @@ def teacher_eval(data, teacher: TeacherConfig, golden_file=None, episodes=None, 
         "acceptance_rate": round(sum(accepted) / max(len(accepted), 1), 4),
         **client.stats.summary(),
     }
+    if out:
+        write_json(Path(out), report)
+    print(json.dumps(report, indent=2))
+    return report
+
+
+def oracle_error(step):
+    """The oracle's reason why an AgentStep is wrong (oracle.error_kind), None when it is right: read
+    from the prompt a teacher is shown, as stage 2's oracle reads it."""
+    facts = oracle.read_step(teacher_prompt(step)[-1]["content"])
+    return oracle.error_kind(facts) if facts["known"] else None
+
+
+JUDGED_GROUPS = ("all steps", "steps with a Reflection: line", "steps right after a wrong step")
+
+
+def judged_steps(env, trajectory):
+    """(the groups a step of a recorded episode counts in, its oracle_error, whether it was the
+    expert's own next action) for each step that stage 2 would judge."""
+    wrong_at = None
+    for s in recorded_steps(env, trajectory):
+        step, error = s["step"], oracle_error(s["step"])
+        expert = step.facts.expert_before
+        own = None not in (step.action, expert) and norm_action(step.action) == norm_action(expert)
+        after_wrong = wrong_at == s["index"] - 2  # the turn before the step's answer and its own turn
+        yield [JUDGED_GROUPS[0], *[JUDGED_GROUPS[1]] * ("Reflection:" in step.reply),
+               *[JUDGED_GROUPS[2]] * after_wrong], error, own
+        wrong_at = s["index"] if error else None
+
+
+def judge_episodes(data, expert=None, out=None):
+    """The oracle's verdicts on recorded episodes (evaluations' episodes.jsonl files; several are
+    counted together): every step replayed in the engine as stage 2 would judge it. For all steps,
+    for the steps whose reply has a `Reflection:` line (the agent correcting itself at test time) and
+    for the steps right after one judged wrong: how many were right, and how many were the expert's
+    own next action; and why the wrong ones were wrong. expert: ALFWorld's, to judge by [its default]."""
+    counts = {group: Counter() for group in JUDGED_GROUPS}
+    errors, engines, episodes = Counter(), {}, 0
+    try:
+        for path in data:
+            for t in load_trajectories(path):
+                key = (t["env"], t["split"])
+                if key not in engines:
+                    options = {"expert": expert} if expert and t["env"] == "alfworld" else {}
+                    engines[key] = envs.make_env(*key, **options)
+                episodes += 1
+                for groups, error, own in judged_steps(engines[key], t):
+                    for group in groups:
+                        counts[group].update(steps=1, right=error is None, experts_own=own)
+                    errors[error or "right"] += 1
+    finally:
+        for env in engines.values():
+            env.close()
+    report = {"data": [str(p) for p in data], "episodes": episodes, "errors": dict(errors.most_common()),
+              **{group: {"steps": c["steps"], "right": c["right"], "experts_own": c["experts_own"],
+                         "right_share": round(c["right"] / max(c["steps"], 1), 4),
+                         "experts_own_share": round(c["experts_own"] / max(c["steps"], 1), 4)}
+                 for group, c in counts.items()}}
     if out:
         write_json(Path(out), report)
     print(json.dumps(report, indent=2))

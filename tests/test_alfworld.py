@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import alfworld_games
+import data
 import envs
 import oracle
 import rollout
@@ -310,3 +311,31 @@ def test_the_oracle_judges_a_search_by_the_searching_expert():
         "thought": "There is no pen on the shelf 1. I need a pen: I check the sidetable 1 next. After it: drawer 1, "
                    "drawer 2, garbagecan 1 and 1 more.",
         "action": "go to sidetable 1"})
+
+
+def test_judge_counts_an_evaluations_steps_by_the_oracle(tmp_path, monkeypatch):
+    """step.py judge: an evaluation's episode replayed and judged as stage 2 would judge it."""
+    import step
+    monkeypatch.delenv("ALFWORLD_DATA", raising=False)  # the shipped games
+    replies = ["Thought: I look.\nAction: go to shelf 1",  # a new place out of the expert's order: right
+               "Thought: I look.\nAction: go to desk 1",  # the expert's own: right
+               "Thought: I look.\nAction: go to shelf 1",  # back where it looked: wrong (repeated)
+               "Reflection: I was there.\nThought: I look.\nAction: go to sidetable 1",  # right, the expert's own
+               "Thought: I look.\nAction: go to bathtub 9",  # rejected: wrong
+               "Thought: I take it.\nAction: take pen 1 from sidetable 1"]  # the last step: not judged
+
+    def scripted(histories, keys):
+        return [replies[sum(m["role"] == "assistant" for m in h)] for h in histories]
+
+    trajs = rollout.run_episodes(scripted, lambda: shipped("valid_seen", max_steps=6), [PEN_GAME], parallel=1)
+    episodes = tmp_path / "episodes.jsonl"
+    for traj in trajs:
+        data.append_jsonl(episodes, traj)
+    step.main(["judge", str(episodes), "--out", str(tmp_path / "judged.json")])
+    report = json.loads((tmp_path / "judged.json").read_text())
+    assert report["errors"] == {"right": 3, "repeated": 1, "rejected": 1}
+    counts = {group: (report[group]["steps"], report[group]["right"], report[group]["experts_own"])
+              for group in ("all steps", "steps with a Reflection: line", "steps right after a wrong step")}
+    assert counts == {"all steps": (5, 3, 2), "steps with a Reflection: line": (1, 1, 1),
+                      "steps right after a wrong step": (1, 1, 1)}
+    assert report["episodes"] == 1 and report["all steps"]["right_share"] == 0.6
