@@ -15,7 +15,8 @@
 
 Each command builds its module's config from the options and calls it: train.train(TrainConfig),
 pipeline.golden / evaluate / synthesize (rollout.AgentConfig, teacher.TeacherConfig),
-pipeline.run_pipeline(PipelineConfig), teacher_eval.teacher_eval / judge_episodes, report.report_runs, show.write_site.
+pipeline.run_pipeline(PipelineConfig), teacher_eval.teacher_eval and judge_episodes, report.report_runs,
+show.write_site.
 """
 import argparse
 import dataclasses

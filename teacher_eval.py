@@ -130,7 +130,7 @@ def judged_steps(env, trajectory):
         step, error = s["step"], oracle_error(s["step"])
         expert = step.facts.expert_before
         own = None not in (step.action, expert) and norm_action(step.action) == norm_action(expert)
-        after_wrong = wrong_at == s["index"] - 2  # the turn before the step's answer and its own turn
+        after_wrong = wrong_at == s["index"] - 2  # the step before, with only its answer between them
         yield [JUDGED_GROUPS[0], *[JUDGED_GROUPS[1]] * ("Reflection:" in step.reply),
                *[JUDGED_GROUPS[2]] * after_wrong], error, own
         wrong_at = s["index"] if error else None
